@@ -1,0 +1,1 @@
+"""pwlu_det.modeling."""
