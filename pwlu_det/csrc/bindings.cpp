@@ -1,0 +1,28 @@
+// Registers pwlu_det's operators with PyTorch (torch.ops.pwlu_det.*) and makes the shared
+// library importable as the Python module pwlu_det._C.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include "pwlu/pwlu.h"
+#include "pwlu/pwlu_kernels.h"
+
+TORCH_LIBRARY(pwlu_det, m) {
+  m.def(
+      "pwlu_forward(Tensor x, Tensor left_bound, Tensor right_bound, Tensor heights, "
+      "Tensor left_slope, Tensor right_slope, int channel_dim) -> Tensor");
+  m.def(
+      "pwlu_backward(Tensor grad_y, Tensor x, Tensor left_bound, Tensor right_bound, "
+      "Tensor heights, Tensor left_slope, Tensor right_slope, int channel_dim) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("cpu_capability() -> str", &pwlu_det::kernels::cpu_capability);
+  m.def("set_cpu_capability(str name) -> ()", &pwlu_det::kernels::set_cpu_capability);
+}
+
+TORCH_LIBRARY_IMPL(pwlu_det, CPU, m) {
+  m.impl("pwlu_forward", &pwlu_det::pwlu_forward_cpu);
+  m.impl("pwlu_backward", &pwlu_det::pwlu_backward_cpu);
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "pwlu_det C++ operators; use them through torch.ops.pwlu_det";
+}

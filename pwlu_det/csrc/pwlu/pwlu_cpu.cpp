@@ -1,0 +1,270 @@
+// PWLU on CPU tensors: argument checks, memory layout, threading and the closed-form
+// parameter gradients. The per-element loops live in pwlu_kernels.cpp.
+//
+// Layout: x is used in its own memory order when it is dense and non-overlapping
+// (contiguous, channels_last, any permutation); other views are copied to contiguous first.
+// In a dense tensor, the element at memory offset o belongs to channel (o / inner) % C with
+// inner = x.stride(channel_dim), so memory splits into runs of `inner` elements of one unit.
+#include "pwlu.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "pwlu_kernels.h"
+
+namespace pwlu_det {
+namespace {
+
+constexpr int64_t kGrainSize = 1 << 15;  // elements per chunk at the least
+
+at::ScalarType compute_type(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+void check_inputs(
+    const at::Tensor& x, const at::Tensor& left_bound, const at::Tensor& right_bound,
+    const at::Tensor& heights, const at::Tensor& left_slope, const at::Tensor& right_slope,
+    int64_t channel_dim) {
+  TORCH_CHECK(x.device().is_cpu(), "pwlu_forward (cpp): x must be a CPU tensor, got ", x.device());
+  TORCH_CHECK(x.is_floating_point(), "pwlu_forward (cpp): x must be floating point, got ",
+              x.scalar_type());
+  TORCH_CHECK(heights.dim() == 2 && heights.size(1) >= 2,
+              "pwlu_forward (cpp): heights must be (P, N + 1) with N >= 1, got ", heights.sizes());
+  const int64_t units = heights.size(0);
+  const at::Tensor* vectors[] = {&left_bound, &right_bound, &left_slope, &right_slope};
+  const char* names[] = {"left_bound", "right_bound", "left_slope", "right_slope"};
+  for (int k = 0; k < 4; ++k) {
+    TORCH_CHECK(vectors[k]->dim() == 1 && vectors[k]->size(0) == units, "pwlu_forward (cpp): ",
+                names[k], " must have shape (", units, ",), got ", vectors[k]->sizes());
+    TORCH_CHECK(vectors[k]->device().is_cpu() && vectors[k]->is_floating_point(),
+                "pwlu_forward (cpp): ", names[k], " must be a floating-point CPU tensor");
+  }
+  TORCH_CHECK(heights.device().is_cpu() && heights.is_floating_point(),
+              "pwlu_forward (cpp): heights must be a floating-point CPU tensor");
+  if (units > 1) {
+    TORCH_CHECK(channel_dim >= 0 && channel_dim < x.dim(), "pwlu_forward (cpp): channel_dim ",
+                channel_dim, " is out of range for x of shape ", x.sizes());
+    TORCH_CHECK(x.size(channel_dim) == units, "pwlu_forward (cpp): ", units,
+                " parameter sets for ", x.size(channel_dim), " channels in dim ", channel_dim);
+  }
+}
+
+// Per-unit inference tables in the compute type T (built in double precision).
+template <typename T>
+struct UnitTables {
+  std::vector<T> slope;
+  std::vector<T> intercept;
+  std::vector<kernels::Unit<T>> units;
+};
+
+template <typename T>
+UnitTables<T> make_tables(
+    const at::Tensor& left_bound, const at::Tensor& right_bound, const at::Tensor& heights,
+    const at::Tensor& left_slope, const at::Tensor& right_slope) {
+  const auto bl = left_bound.to(at::kDouble).contiguous();
+  const auto br = right_bound.to(at::kDouble).contiguous();
+  const auto kl = left_slope.to(at::kDouble).contiguous();
+  const auto kr = right_slope.to(at::kDouble).contiguous();
+  const auto y = heights.to(at::kDouble).contiguous();
+  const int64_t units = y.size(0);
+  const int64_t n = y.size(1) - 1;
+  const int64_t bins = n + 2;
+  UnitTables<T> tables;
+  tables.slope.resize(units * bins);
+  tables.intercept.resize(units * bins);
+  tables.units.resize(units);
+  for (int64_t p = 0; p < units; ++p) {
+    // The bounds as the compute type sees them (the reference compares against these).
+    const T left = static_cast<T>(bl.data_ptr<double>()[p]);
+    const T right = static_cast<T>(br.data_ptr<double>()[p]);
+    TORCH_CHECK(right > left, "pwlu: right_bound must exceed left_bound, unit ", p,
+                " has left_bound=", left, ", right_bound=", right);
+    const double* h = y.data_ptr<double>() + p * (n + 1);
+    const double b_l = left, b_r = right;
+    const double width = (b_r - b_l) / static_cast<double>(n);
+    T* slope = tables.slope.data() + p * bins;
+    T* intercept = tables.intercept.data() + p * bins;
+    const double k_l = kl.data_ptr<double>()[p], k_r = kr.data_ptr<double>()[p];
+    slope[0] = static_cast<T>(k_l);
+    intercept[0] = static_cast<T>(h[0] - k_l * b_l);
+    for (int64_t i = 0; i < n; ++i) {
+      const double k = (h[i + 1] - h[i]) / width;
+      slope[i + 1] = static_cast<T>(k);
+      intercept[i + 1] = static_cast<T>(h[i] - k * (b_l + static_cast<double>(i) * width));
+    }
+    slope[n + 1] = static_cast<T>(k_r);
+    intercept[n + 1] = static_cast<T>(h[n] - k_r * b_r);
+    tables.units[p] = kernels::Unit<T>{
+        left, right, static_cast<T>(n) / (right - left), slope, intercept, n};
+  }
+  return tables;
+}
+
+// Memory of a dense x as runs of one unit each: calls fn(begin, end, unit) over [begin, end)
+// of the chunk, in order.
+struct Runs {
+  int64_t inner;
+  int64_t units;
+  template <typename Fn>
+  void for_each(int64_t begin, int64_t end, const Fn& fn) const {
+    for (int64_t o = begin; o < end;) {
+      const int64_t run = o / inner;
+      const int64_t run_end = std::min(end, (run + 1) * inner);
+      fn(o, run_end, run % units);
+      o = run_end;
+    }
+  }
+};
+
+Runs runs_of(const at::Tensor& x_dense, int64_t units, int64_t channel_dim) {
+  if (units == 1) return Runs{std::max<int64_t>(x_dense.numel(), 1), 1};
+  return Runs{std::max<int64_t>(x_dense.stride(channel_dim), 1), units};
+}
+
+at::Tensor dense(const at::Tensor& t) {
+  return t.is_non_overlapping_and_dense() ? t : t.contiguous();
+}
+
+int64_t num_chunks(int64_t numel) {
+  const int64_t by_size = (numel + kGrainSize - 1) / kGrainSize;
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), by_size));
+}
+
+template <typename T>
+void forward_impl(const at::Tensor& x, at::Tensor& y, const UnitTables<T>& tables, Runs runs) {
+  const T* xp = x.data_ptr<T>();
+  T* yp = y.data_ptr<T>();
+  const int64_t numel = x.numel();
+  const int64_t chunks = num_chunks(numel);
+  at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t c = first; c < last; ++c) {
+      runs.for_each(numel * c / chunks, numel * (c + 1) / chunks,
+                    [&](int64_t b, int64_t e, int64_t unit) {
+                      kernels::forward_run<T>(xp + b, yp + b, e - b, tables.units[unit]);
+                    });
+    }
+  });
+}
+
+// Fills grad_x and returns the per-bin sums, shape (units, 2, N + 2), in double, reduced over
+// chunks in a fixed order (the result does not depend on thread scheduling).
+template <typename T>
+at::Tensor backward_impl(
+    const at::Tensor& g, const at::Tensor& x, at::Tensor& gx, const UnitTables<T>& tables,
+    Runs runs, int64_t bins) {
+  const T* xp = x.data_ptr<T>();
+  const T* gp = g.data_ptr<T>();
+  T* gxp = gx.data_ptr<T>();
+  const int64_t numel = x.numel();
+  const int64_t units = runs.units;
+  const int64_t chunks = num_chunks(numel);
+  auto partial = at::zeros({chunks, units, 2, bins}, at::kDouble);
+  double* pp = partial.data_ptr<double>();
+  at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t c = first; c < last; ++c) {
+      double* chunk_sums = pp + c * units * 2 * bins;
+      runs.for_each(numel * c / chunks, numel * (c + 1) / chunks,
+                    [&](int64_t b, int64_t e, int64_t unit) {
+                      double* unit_sums = chunk_sums + unit * 2 * bins;
+                      kernels::backward_run<T>(xp + b, gp + b, gxp + b, e - b,
+                                               tables.units[unit],
+                                               kernels::BinSums{unit_sums, unit_sums + bins});
+                    });
+    }
+  });
+  return partial.sum(0);
+}
+
+}  // namespace
+
+at::Tensor pwlu_forward_cpu(
+    const at::Tensor& x, const at::Tensor& left_bound, const at::Tensor& right_bound,
+    const at::Tensor& heights, const at::Tensor& left_slope, const at::Tensor& right_slope,
+    int64_t channel_dim) {
+  check_inputs(x, left_bound, right_bound, heights, left_slope, right_slope, channel_dim);
+  if (x.numel() == 0) return at::empty_like(x);
+  const auto type = compute_type(x);
+  const at::Tensor xc = dense(x.to(type));
+  at::Tensor y = at::empty_like(xc);
+  const Runs runs = runs_of(xc, heights.size(0), channel_dim);
+  AT_DISPATCH_FLOATING_TYPES(type, "pwlu_forward_cpu", [&] {
+    const auto tables =
+        make_tables<scalar_t>(left_bound, right_bound, heights, left_slope, right_slope);
+    forward_impl<scalar_t>(xc, y, tables, runs);
+  });
+  return y.to(x.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+pwlu_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& left_bound,
+    const at::Tensor& right_bound, const at::Tensor& heights, const at::Tensor& left_slope,
+    const at::Tensor& right_slope, int64_t channel_dim) {
+  check_inputs(x, left_bound, right_bound, heights, left_slope, right_slope, channel_dim);
+  TORCH_CHECK(grad_y.sizes() == x.sizes(), "pwlu_backward (cpp): grad_y ", grad_y.sizes(),
+              " does not match x ", x.sizes());
+  const int64_t units = heights.size(0);
+  const int64_t n = heights.size(1) - 1;
+  const int64_t bins = n + 2;
+  const auto type = compute_type(x);
+  const at::Tensor xc = dense(x.to(type));
+  at::Tensor g = grad_y.to(type);
+  if (g.strides() != xc.strides()) g = at::empty_like(xc).copy_(g);
+  at::Tensor gx = at::empty_like(xc);
+  at::Tensor sums = at::zeros({units, 2, bins}, at::kDouble);
+  if (x.numel() > 0) {
+    const Runs runs = runs_of(xc, units, channel_dim);
+    AT_DISPATCH_FLOATING_TYPES(type, "pwlu_backward_cpu", [&] {
+      const auto tables =
+          make_tables<scalar_t>(left_bound, right_bound, heights, left_slope, right_slope);
+      sums = backward_impl<scalar_t>(g, xc, gx, tables, runs, bins);
+    });
+  }
+
+  // Closed-form parameter gradients from the per-bin sums (see PWLU_FACTS.md): in interval i,
+  // t = (i + u) / N, so sum(g * t) = (i * S0 + S1) / N.
+  const auto bl = left_bound.to(type).to(at::kDouble).contiguous();
+  const auto br = right_bound.to(type).to(at::kDouble).contiguous();
+  const auto kl = left_slope.to(at::kDouble).contiguous();
+  const auto kr = right_slope.to(at::kDouble).contiguous();
+  const auto y = heights.to(at::kDouble).contiguous();
+  auto g_bl = at::zeros({units}, at::kDouble), g_br = at::zeros({units}, at::kDouble);
+  auto g_kl = at::zeros({units}, at::kDouble), g_kr = at::zeros({units}, at::kDouble);
+  auto g_y = at::zeros({units, n + 1}, at::kDouble);
+  const double* s = sums.data_ptr<double>();
+  for (int64_t p = 0; p < units; ++p) {
+    const double* s0 = s + p * 2 * bins;
+    const double* s1 = s0 + bins;
+    const double* h = y.data_ptr<double>() + p * (n + 1);
+    double* gy = g_y.data_ptr<double>() + p * (n + 1);
+    const double b_l = bl.data_ptr<double>()[p], b_r = br.data_ptr<double>()[p];
+    const double k_l = kl.data_ptr<double>()[p], k_r = kr.data_ptr<double>()[p];
+    const double scale = static_cast<double>(n) / (b_r - b_l);
+    double gl = -k_l * s0[0], gr = -k_r * s0[n + 1];
+    gy[0] += s0[0];
+    gy[n] += s0[n + 1];
+    for (int64_t i = 0; i < n; ++i) {
+      const double k = (h[i + 1] - h[i]) * scale;
+      const double g_t = (static_cast<double>(i) * s0[i + 1] + s1[i + 1]) / n;
+      gy[i] += s0[i + 1] - s1[i + 1];
+      gy[i + 1] += s1[i + 1];
+      gl -= k * (s0[i + 1] - g_t);
+      gr -= k * g_t;
+    }
+    g_bl.data_ptr<double>()[p] = gl;
+    g_br.data_ptr<double>()[p] = gr;
+    g_kl.data_ptr<double>()[p] = s1[0];
+    g_kr.data_ptr<double>()[p] = s1[n + 1];
+  }
+  return {gx.to(x.scalar_type()),
+          g_bl.to(left_bound.scalar_type()),
+          g_br.to(right_bound.scalar_type()),
+          g_y.to(heights.scalar_type()),
+          g_kl.to(left_slope.scalar_type()),
+          g_kr.to(right_slope.scalar_type())};
+}
+
+}  // namespace pwlu_det

@@ -1,0 +1,344 @@
+// PWLU inner loops: a scalar version for any type, and AVX2 / AVX-512 versions for float32
+// compiled with function-level `target` attributes and selected at run time by a CPU check
+// (never by build flags, so the extension still runs on CPUs without these instructions).
+#include "pwlu_kernels.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <vector>
+
+namespace pwlu_det {
+namespace kernels {
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// Scalar code: the definition every vector variant must reproduce.
+
+// The bin of x (0: left piece, 1..N: interval i + 1, N + 1: right piece) and its w.
+template <typename T>
+inline int64_t bin_of(T x, const Unit<T>& unit, T* w) {
+  if (x < unit.left_bound) {
+    *w = x - unit.left_bound;
+    return 0;
+  }
+  if (x >= unit.right_bound) {
+    *w = x - unit.right_bound;
+    return unit.num_intervals + 1;
+  }
+  const T position = (x - unit.left_bound) * unit.inv_width;
+  T interval = std::floor(position);
+  if (!(interval >= T(0))) interval = T(0);  // also a NaN x: interval 0, and w stays NaN
+  if (interval > T(unit.num_intervals - 1)) interval = T(unit.num_intervals - 1);
+  *w = position - interval;
+  return static_cast<int64_t>(interval) + 1;
+}
+
+template <typename T>
+void forward_scalar(const T* x, T* y, int64_t n, const Unit<T>& unit) {
+  for (int64_t k = 0; k < n; ++k) {
+    T w;
+    const int64_t bin = bin_of(x[k], unit, &w);
+    y[k] = unit.slope[bin] * x[k] + unit.intercept[bin];
+  }
+}
+
+template <typename T>
+void backward_scalar(const T* x, const T* g, T* gx, int64_t n, const Unit<T>& unit, BinSums sums) {
+  for (int64_t k = 0; k < n; ++k) {
+    T w;
+    const int64_t bin = bin_of(x[k], unit, &w);
+    gx[k] = g[k] * unit.slope[bin];
+    sums.sum_g[bin] += static_cast<double>(g[k]);
+    sums.sum_gw[bin] += static_cast<double>(g[k] * w);
+  }
+}
+
+// Runs at least this long accumulate into several interleaved copies of the bin sums, so
+// that consecutive elements in the same bin do not wait on each other's additions.
+constexpr int64_t kLongRun = 256;
+constexpr int kCopies = 4;
+
+// Interleaved per-bin accumulators for one long run (thread-local storage, reused).
+class SplitSums {
+ public:
+  explicit SplitSums(int64_t bins) : bins_(bins) {
+    thread_local std::vector<double> storage;
+    storage.assign(static_cast<size_t>(2 * kCopies * bins), 0.0);
+    data_ = storage.data();
+  }
+  inline void add(int lane, int64_t bin, double g, double gw) {
+    double* copy = data_ + 2 * bins_ * (lane % kCopies);
+    copy[bin] += g;
+    copy[bins_ + bin] += gw;
+  }
+  void flush(BinSums sums) const {
+    for (int c = 0; c < kCopies; ++c) {
+      const double* copy = data_ + 2 * bins_ * c;
+      for (int64_t b = 0; b < bins_; ++b) {
+        sums.sum_g[b] += copy[b];
+        sums.sum_gw[b] += copy[bins_ + b];
+      }
+    }
+  }
+
+ private:
+  int64_t bins_;
+  double* data_;
+};
+
+// ---------------------------------------------------------------------------------------
+// AVX-512 (16 floats per vector).
+
+__attribute__((target("avx512f"))) inline __m512 bins_avx512(
+    __m512 x, const Unit<float>& unit, __m512* w) {
+  const __m512 left = _mm512_set1_ps(unit.left_bound);
+  const __m512 right = _mm512_set1_ps(unit.right_bound);
+  const __m512 position = _mm512_mul_ps(_mm512_sub_ps(x, left), _mm512_set1_ps(unit.inv_width));
+  __m512 interval = _mm512_roundscale_ps(position, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  // max_ps returns its second operand when one is NaN: a NaN x lands in interval 0.
+  interval = _mm512_max_ps(interval, _mm512_setzero_ps());
+  interval = _mm512_min_ps(interval, _mm512_set1_ps(static_cast<float>(unit.num_intervals - 1)));
+  __m512 bin = _mm512_add_ps(interval, _mm512_set1_ps(1.0f));
+  *w = _mm512_sub_ps(position, interval);
+  const __mmask16 is_left = _mm512_cmp_ps_mask(x, left, _CMP_LT_OQ);
+  const __mmask16 is_right = _mm512_cmp_ps_mask(x, right, _CMP_GE_OQ);
+  bin = _mm512_mask_mov_ps(bin, is_left, _mm512_setzero_ps());
+  *w = _mm512_mask_sub_ps(*w, is_left, x, left);
+  bin = _mm512_mask_mov_ps(
+      bin, is_right, _mm512_set1_ps(static_cast<float>(unit.num_intervals + 1)));
+  *w = _mm512_mask_sub_ps(*w, is_right, x, right);
+  return bin;
+}
+
+// Table lookups: with at most 32 bins the table lives in two registers and a permute replaces
+// the (slower) gather from memory.
+struct TableAvx512 {
+  bool in_registers;
+  __m512 low, high;
+  const float* memory;
+};
+
+__attribute__((target("avx512f"))) inline TableAvx512 load_table_avx512(
+    const float* table, int64_t bins) {
+  TableAvx512 t{bins <= 32, _mm512_setzero_ps(), _mm512_setzero_ps(), table};
+  if (t.in_registers) {
+    t.low = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << std::min<int64_t>(bins, 16)) - 1),
+                                  table);
+    if (bins > 16) {
+      t.high = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << (bins - 16)) - 1), table + 16);
+    }
+  }
+  return t;
+}
+
+__attribute__((target("avx512f"))) inline __m512 lookup_avx512(const TableAvx512& t, __m512i bin) {
+  if (t.in_registers) return _mm512_permutex2var_ps(t.low, bin, t.high);
+  return _mm512_i32gather_ps(bin, t.memory, 4);
+}
+
+__attribute__((target("avx512f"))) void forward_avx512(
+    const float* x, float* y, int64_t n, const Unit<float>& unit) {
+  const TableAvx512 slopes = load_table_avx512(unit.slope, unit.num_intervals + 2);
+  const TableAvx512 intercepts = load_table_avx512(unit.intercept, unit.num_intervals + 2);
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 vx = _mm512_loadu_ps(x + k);
+    __m512 w;
+    const __m512i bin = _mm512_cvttps_epi32(bins_avx512(vx, unit, &w));
+    const __m512 slope = lookup_avx512(slopes, bin);
+    const __m512 intercept = lookup_avx512(intercepts, bin);
+    _mm512_storeu_ps(y + k, _mm512_fmadd_ps(slope, vx, intercept));
+  }
+  forward_scalar(x + k, y + k, n - k, unit);
+}
+
+__attribute__((target("avx512f"))) void backward_avx512(
+    const float* x, const float* g, float* gx, int64_t n, const Unit<float>& unit,
+    BinSums sums) {
+  if (n < kLongRun) return backward_scalar(x, g, gx, n, unit, sums);
+  SplitSums split(unit.num_intervals + 2);
+  alignas(64) int32_t bins[16];
+  alignas(64) float gs[16];
+  alignas(64) float gws[16];
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 vx = _mm512_loadu_ps(x + k);
+    const __m512 vg = _mm512_loadu_ps(g + k);
+    __m512 w;
+    const __m512i bin = _mm512_cvttps_epi32(bins_avx512(vx, unit, &w));
+    const __m512 slope = _mm512_i32gather_ps(bin, unit.slope, 4);
+    _mm512_storeu_ps(gx + k, _mm512_mul_ps(vg, slope));
+    _mm512_store_si512(bins, bin);
+    _mm512_store_ps(gs, vg);
+    _mm512_store_ps(gws, _mm512_mul_ps(vg, w));
+    for (int lane = 0; lane < 16; ++lane) split.add(lane, bins[lane], gs[lane], gws[lane]);
+  }
+  split.flush(sums);
+  backward_scalar(x + k, g + k, gx + k, n - k, unit, sums);
+}
+
+// ---------------------------------------------------------------------------------------
+// AVX2 (8 floats per vector).
+
+__attribute__((target("avx2,fma"))) inline __m256 bins_avx2(
+    __m256 x, const Unit<float>& unit, __m256* w) {
+  const __m256 left = _mm256_set1_ps(unit.left_bound);
+  const __m256 right = _mm256_set1_ps(unit.right_bound);
+  const __m256 position = _mm256_mul_ps(_mm256_sub_ps(x, left), _mm256_set1_ps(unit.inv_width));
+  __m256 interval = _mm256_floor_ps(position);
+  interval = _mm256_max_ps(interval, _mm256_setzero_ps());  // NaN -> 0, as above
+  interval = _mm256_min_ps(interval, _mm256_set1_ps(static_cast<float>(unit.num_intervals - 1)));
+  __m256 bin = _mm256_add_ps(interval, _mm256_set1_ps(1.0f));
+  *w = _mm256_sub_ps(position, interval);
+  const __m256 is_left = _mm256_cmp_ps(x, left, _CMP_LT_OQ);
+  const __m256 is_right = _mm256_cmp_ps(x, right, _CMP_GE_OQ);
+  bin = _mm256_blendv_ps(bin, _mm256_setzero_ps(), is_left);
+  *w = _mm256_blendv_ps(*w, _mm256_sub_ps(x, left), is_left);
+  bin = _mm256_blendv_ps(
+      bin, _mm256_set1_ps(static_cast<float>(unit.num_intervals + 1)), is_right);
+  *w = _mm256_blendv_ps(*w, _mm256_sub_ps(x, right), is_right);
+  return bin;
+}
+
+__attribute__((target("avx2,fma"))) void forward_avx2(
+    const float* x, float* y, int64_t n, const Unit<float>& unit) {
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    const __m256 vx = _mm256_loadu_ps(x + k);
+    __m256 w;
+    const __m256i bin = _mm256_cvttps_epi32(bins_avx2(vx, unit, &w));
+    const __m256 slope = _mm256_i32gather_ps(unit.slope, bin, 4);
+    const __m256 intercept = _mm256_i32gather_ps(unit.intercept, bin, 4);
+    _mm256_storeu_ps(y + k, _mm256_fmadd_ps(slope, vx, intercept));
+  }
+  forward_scalar(x + k, y + k, n - k, unit);
+}
+
+__attribute__((target("avx2,fma"))) void backward_avx2(
+    const float* x, const float* g, float* gx, int64_t n, const Unit<float>& unit,
+    BinSums sums) {
+  if (n < kLongRun) return backward_scalar(x, g, gx, n, unit, sums);
+  SplitSums split(unit.num_intervals + 2);
+  alignas(32) int32_t bins[8];
+  alignas(32) float gs[8];
+  alignas(32) float gws[8];
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    const __m256 vx = _mm256_loadu_ps(x + k);
+    const __m256 vg = _mm256_loadu_ps(g + k);
+    __m256 w;
+    const __m256i bin = _mm256_cvttps_epi32(bins_avx2(vx, unit, &w));
+    const __m256 slope = _mm256_i32gather_ps(unit.slope, bin, 4);
+    _mm256_storeu_ps(gx + k, _mm256_mul_ps(vg, slope));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(bins), bin);
+    _mm256_store_ps(gs, vg);
+    _mm256_store_ps(gws, _mm256_mul_ps(vg, w));
+    for (int lane = 0; lane < 8; ++lane) split.add(lane, bins[lane], gs[lane], gws[lane]);
+  }
+  split.flush(sums);
+  backward_scalar(x + k, g + k, gx + k, n - k, unit, sums);
+}
+
+// ---------------------------------------------------------------------------------------
+// Run-time selection.
+
+enum class Isa { kScalar, kAvx2, kAvx512 };
+
+bool cpu_supports(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512:
+      return __builtin_cpu_supports("avx512f");
+    case Isa::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    default:
+      return true;
+  }
+}
+
+Isa best_isa() {
+  if (cpu_supports(Isa::kAvx512)) return Isa::kAvx512;
+  if (cpu_supports(Isa::kAvx2)) return Isa::kAvx2;
+  return Isa::kScalar;
+}
+
+Isa& active_isa() {
+  static Isa isa = best_isa();
+  return isa;
+}
+
+}  // namespace
+
+template <>
+void forward_run<float>(const float* x, float* y, int64_t n, const Unit<float>& unit) {
+  switch (active_isa()) {
+    case Isa::kAvx512:
+      return forward_avx512(x, y, n, unit);
+    case Isa::kAvx2:
+      return forward_avx2(x, y, n, unit);
+    default:
+      return forward_scalar(x, y, n, unit);
+  }
+}
+
+template <>
+void forward_run<double>(const double* x, double* y, int64_t n, const Unit<double>& unit) {
+  forward_scalar(x, y, n, unit);
+}
+
+template <>
+void backward_run<float>(
+    const float* x, const float* g, float* gx, int64_t n, const Unit<float>& unit,
+    BinSums sums) {
+  switch (active_isa()) {
+    case Isa::kAvx512:
+      return backward_avx512(x, g, gx, n, unit, sums);
+    case Isa::kAvx2:
+      return backward_avx2(x, g, gx, n, unit, sums);
+    default:
+      return backward_scalar(x, g, gx, n, unit, sums);
+  }
+}
+
+template <>
+void backward_run<double>(
+    const double* x, const double* g, double* gx, int64_t n, const Unit<double>& unit,
+    BinSums sums) {
+  backward_scalar(x, g, gx, n, unit, sums);
+}
+
+std::string cpu_capability() {
+  switch (active_isa()) {
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx2:
+      return "avx2";
+    default:
+      return "scalar";
+  }
+}
+
+void set_cpu_capability(const std::string& name) {
+  Isa isa;
+  if (name == "avx512") {
+    isa = Isa::kAvx512;
+  } else if (name == "avx2") {
+    isa = Isa::kAvx2;
+  } else if (name == "scalar") {
+    isa = Isa::kScalar;
+  } else if (name == "best") {
+    isa = best_isa();
+  } else {
+    throw std::invalid_argument(
+        "pwlu_det: unknown CPU capability '" + name + "' (avx512, avx2, scalar or best)");
+  }
+  if (!cpu_supports(isa)) {
+    throw std::invalid_argument("pwlu_det: this CPU does not support " + name);
+  }
+  active_isa() = isa;
+}
+
+}  // namespace kernels
+}  // namespace pwlu_det

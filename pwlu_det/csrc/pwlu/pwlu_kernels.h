@@ -1,0 +1,48 @@
+// Inner loops of the PWLU CPU kernel over a run of elements that share one unit.
+//
+// Plain C++ with no PyTorch headers, so that the vectorized variants (compiled with GCC
+// `target` attributes and chosen at run time) cannot leak wider instructions into code shared
+// with the rest of the extension.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace pwlu_det {
+namespace kernels {
+
+// One unit's parameters in the inference form: bin 0 is the left piece, bins 1..N the
+// intervals, bin N+1 the right piece; f(x) = slope[bin] * x + intercept[bin].
+template <typename T>
+struct Unit {
+  T left_bound;
+  T right_bound;
+  T inv_width;  // N / (B_R - B_L): the interval position is (x - B_L) * inv_width
+  const T* slope;      // N + 2 entries
+  const T* intercept;  // N + 2 entries
+  int64_t num_intervals;
+};
+
+// Per-bin sums of a unit that the backward needs (N + 2 bins each):
+// sum_g[b] = sum of g, sum_gw[b] = sum of g * w, with w = u inside an interval,
+// x - B_L in the left bin and x - B_R in the right bin.
+struct BinSums {
+  double* sum_g;
+  double* sum_gw;
+};
+
+// y[k] = f(x[k]) for k < n.
+template <typename T>
+void forward_run(const T* x, T* y, int64_t n, const Unit<T>& unit);
+
+// gx[k] = g[k] * f'(x[k]) for k < n; adds the run's per-bin sums into `sums`.
+template <typename T>
+void backward_run(const T* x, const T* g, T* gx, int64_t n, const Unit<T>& unit, BinSums sums);
+
+// The instruction set the float32 loops use: "avx512", "avx2" or "scalar".
+std::string cpu_capability();
+// Force an instruction set (for tests and benchmarks); throws if the CPU lacks it.
+void set_cpu_capability(const std::string& name);
+
+}  // namespace kernels
+}  // namespace pwlu_det

@@ -1,0 +1,74 @@
+"""Parameters and inputs shared by the PWLU op tests of every backend."""
+
+from __future__ import annotations
+
+import torch
+
+from pwlu_det.layers.pwlu_reference import pwlu_reference
+
+PARAM_NAMES = ("left_bound", "right_bound", "heights", "left_slope", "right_slope")
+
+
+def make_params(
+    channels: int | None, num_intervals: int, dtype=torch.float64, seed: int = 0
+) -> tuple[torch.Tensor, ...]:
+    """Random, valid PWLU parameters: layer-wise if ``channels`` is None, else channel-wise."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = () if channels is None else (channels,)
+    left = -2.0 + 0.5 * torch.rand(shape, generator=gen, dtype=torch.float64)
+    right = 1.5 + torch.rand(shape, generator=gen, dtype=torch.float64)
+    heights = torch.randn((*shape, num_intervals + 1), generator=gen, dtype=torch.float64)
+    left_slope = torch.randn(shape, generator=gen, dtype=torch.float64)
+    right_slope = torch.randn(shape, generator=gen, dtype=torch.float64)
+    return tuple(p.to(dtype) for p in (left, right, heights, left_slope, right_slope))
+
+
+def breakpoints(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Every breakpoint B_L + i (B_R - B_L) / N of every unit, computed like the kernels do."""
+    left, right, heights = params[0], params[1], params[2]
+    n = heights.shape[-1] - 1
+    steps = torch.arange(n + 1, dtype=left.dtype)
+    return (left.reshape(-1, 1) + steps * ((right - left).reshape(-1, 1) / n)).reshape(-1)
+
+
+def special_values(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Inputs on breakpoints, exactly on B_L and B_R, next to them, and far outside."""
+    left, right = params[0].reshape(-1), params[1].reshape(-1)
+    near = torch.cat(
+        [
+            left,
+            right,
+            torch.nextafter(left, left - 1),
+            torch.nextafter(right, right - 1),
+        ]
+    )
+    far = torch.tensor([-1e4, -50.0, 0.0, 50.0, 1e4], dtype=left.dtype)
+    return torch.cat([breakpoints(params), near, far])
+
+
+def input_with_specials(shape, params, dtype, channel_dim=1, seed=0) -> torch.Tensor:
+    """Random input of ``shape`` whose first elements along every channel are special values."""
+    gen = torch.Generator().manual_seed(seed)
+    x = 3 * torch.randn(shape, generator=gen, dtype=torch.float64)
+    specials = special_values(params)
+    flat = x.movedim(channel_dim, -1).reshape(-1, shape[channel_dim])
+    count = min(flat.shape[0], specials.numel())
+    flat[:count] = specials[:count].reshape(-1, 1)
+    x = flat.reshape(*x.movedim(channel_dim, -1).shape).movedim(-1, channel_dim)
+    return x.to(dtype).contiguous()
+
+
+def reference_with_grads(x, params, grad, channel_dim, dtype=torch.float64):
+    """Output and the six gradients of the reference, computed in ``dtype``."""
+    inputs = [t.detach().to(dtype).requires_grad_() for t in (x, *params)]
+    y = pwlu_reference(*inputs, channel_dim=channel_dim)
+    grads = torch.autograd.grad(y, inputs, grad.to(dtype))
+    return y.detach(), grads
+
+
+def op_with_grads(fn, x, params, grad):
+    """Output and the six gradients of ``fn(x, *params)`` (inputs keep their dtypes)."""
+    inputs = [t.detach().requires_grad_() for t in (x, *params)]  # keeps x's memory layout
+    y = fn(*inputs)
+    grads = torch.autograd.grad(y, inputs, grad)
+    return y.detach(), grads

@@ -1,0 +1,358 @@
+"""The public ``pwlu`` op: the reference against finite differences, the C++ backend against the
+reference, dispatch, bad input, torch.compile / torch.export and saved-for-backward memory."""
+
+import logging
+import math
+
+import pytest
+import torch
+from pwlu_cases import (
+    input_with_specials,
+    make_params,
+    op_with_grads,
+    reference_with_grads,
+)
+
+from pwlu_det.layers import pwlu, pwlu_cpp, pwlu_op, pwlu_reference
+
+pytestmark = pytest.mark.skipif(
+    not pwlu_cpp.available(), reason=f"C++ extension not built: {pwlu_cpp.unavailable_reason()}"
+)
+
+ISAS = [isa for isa in ("avx512", "avx2", "scalar") if pwlu_cpp.available()]
+NUM_INTERVALS = (1, 2, 16, 64)
+
+
+def _supported(isa: str) -> bool:
+    try:
+        pwlu_cpp.set_cpu_capability(isa)
+    except RuntimeError:
+        return False
+    finally:
+        pwlu_cpp.set_cpu_capability("best")
+    return True
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Runs a test once per instruction set this CPU has (AVX-512, AVX2, scalar)."""
+    if not _supported(request.param):
+        pytest.skip(f"this CPU lacks {request.param} (the other variants still run)")
+    pwlu_cpp.set_cpu_capability(request.param)
+    yield request.param
+    pwlu_cpp.set_cpu_capability("best")
+
+
+def cpp(x, *params, channel_dim=1):
+    return pwlu(x, *params, channel_dim=channel_dim, backend="cpp")
+
+
+def _assert_all_close(actual, expected, rtol, atol, equal_nan=False):
+    names = (
+        "output",
+        "grad x",
+        "grad left_bound",
+        "grad right_bound",
+        "grad heights",
+        "grad left_slope",
+        "grad right_slope",
+    )
+    for name, a, e in zip(names, actual, expected, strict=True):
+        assert a.dtype == e.dtype and a.shape == e.shape, name
+        torch.testing.assert_close(
+            a, e, rtol=rtol, atol=atol, equal_nan=equal_nan, msg=lambda m, name=name: f"{name}: {m}"
+        )
+
+
+def _compare(x, params, channel_dim, dtype, rtol, atol, equal_nan=False):
+    grad = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(1))
+    y, grads = op_with_grads(lambda *a: cpp(*a, channel_dim=channel_dim), x, params, grad)
+    y_ref, grads_ref = reference_with_grads(x, params, grad, channel_dim, dtype=dtype)
+    _assert_all_close((y, *grads), (y_ref.to(y.dtype), *grads_ref), rtol, atol, equal_nan)
+
+
+# ------------------------------------------------------------------------------------------
+# The reference is the oracle: check it against finite differences first.
+
+
+@pytest.mark.parametrize("channels", [None, 3])
+@pytest.mark.parametrize("num_intervals", [1, 2, 16])
+def test_reference_gradients_match_finite_differences(channels, num_intervals):
+    params = make_params(channels, num_intervals, seed=num_intervals)
+    x = 3 * torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    inputs = [t.clone().requires_grad_() for t in (x, *params)]
+    assert torch.autograd.gradcheck(lambda *a: pwlu_reference(*a, channel_dim=1), inputs)
+
+
+def test_reference_starts_as_relu_when_initialised_like_relu():
+    n = 16
+    breaks = torch.linspace(-3, 3, n + 1, dtype=torch.float64)
+    params = (
+        torch.tensor(-3.0),
+        torch.tensor(3.0),
+        breaks.clamp(min=0),
+        torch.tensor(0.0),
+        torch.tensor(1.0),
+    )
+    x = torch.cat([torch.linspace(-10, 10, 1001), breaks]).double()
+    torch.testing.assert_close(pwlu_reference(x, *[p.double() for p in params], 0), x.relu())
+
+
+# ------------------------------------------------------------------------------------------
+# The C++ backend against the reference.
+
+
+@pytest.mark.parametrize("channels", [None, 5])
+@pytest.mark.parametrize("num_intervals", NUM_INTERVALS)
+def test_cpp_matches_reference_float64(isa, channels, num_intervals):
+    params = make_params(channels, num_intervals, seed=num_intervals)
+    # 5 x 37 x 41 elements per channel: long runs (vector loops) and ragged tails.
+    x = input_with_specials((2, 5, 37, 41), params, torch.float64)
+    _compare(x, params, 1, torch.float64, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("channels", [None, 5])
+@pytest.mark.parametrize("num_intervals", NUM_INTERVALS)
+def test_cpp_matches_reference_float32(isa, channels, num_intervals):
+    # Same compute type on both sides, so both put every element in the same bin; the
+    # differences are rounding: the kernel sums in float64, the reference's autograd in float32.
+    params = make_params(channels, num_intervals, dtype=torch.float32, seed=num_intervals)
+    x = input_with_specials((2, 5, 37, 41), params, torch.float32)
+    _compare(x, params, 1, torch.float32, rtol=1e-4, atol=2e-3)
+
+
+def test_cpp_gradcheck_float64():
+    for channels in (None, 3):
+        params = make_params(channels, 4, seed=3)
+        x = 3 * torch.randn(2, 3, 7, 5, dtype=torch.float64)
+        inputs = [t.clone().requires_grad_() for t in (x, *params)]
+        assert torch.autograd.gradcheck(lambda *a: cpp(*a), inputs)
+
+
+@pytest.mark.parametrize(
+    "layout", ["channels_last", "channel_dim_last", "non_contiguous", "channel_dim_0", "transposed"]
+)
+def test_cpp_memory_layouts_and_channel_dims(isa, layout):
+    channel_dim = {"channel_dim_last": 3, "channel_dim_0": 0}.get(layout, 1)
+    shape = {"channel_dim_last": (2, 9, 11, 6), "channel_dim_0": (6, 2, 9, 11)}.get(
+        layout, (2, 6, 9, 11)
+    )
+    params = make_params(6, 16, seed=7)
+    x = input_with_specials(shape, params, torch.float64, channel_dim=channel_dim)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == "non_contiguous":
+        x = input_with_specials((2, 6, 18, 11), params, torch.float64)[:, :, ::2]
+    elif layout == "transposed":
+        x = x.transpose(2, 3)
+    y = cpp(x, *params, channel_dim=channel_dim)
+    if layout == "channels_last":
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    _compare(x, params, channel_dim, torch.float64, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("channels", [None, 4])
+def test_cpp_empty_input(channels):
+    params = make_params(channels, 8)
+    x = torch.empty(0, 4, 3, dtype=torch.float64, requires_grad=True)
+    inputs = [p.clone().requires_grad_() for p in params]
+    y = cpp(x, *inputs)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert all(p.grad is not None and (p.grad == 0).all() for p in inputs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpp_nan_and_inf_like_reference(isa, dtype):
+    params = make_params(3, 16, dtype=dtype)
+    x = torch.randn(2, 3, 300, dtype=dtype)
+    x[0, :, 5] = float("nan")
+    x[1, :, 7] = float("inf")
+    x[1, :, 9] = -float("inf")
+    _compare(x, params, 1, dtype, rtol=1e-4, atol=2e-3, equal_nan=True)
+    # A NaN input gives a NaN output; gradients of intervals it does not touch stay finite.
+    y, grads = op_with_grads(cpp, x, params, torch.ones_like(x))
+    assert y[0, :, 5].isnan().all() and not y[0, :, 6].isnan().any()
+    assert torch.isfinite(grads[3][:, 3:]).all()
+
+
+def test_cpp_zero_outer_slope_at_infinity_is_nan_like_reference():
+    params = make_params(None, 4)
+    params = (*params[:3], torch.tensor(0.0, dtype=torch.float64), params[4])
+    x = torch.tensor([-math.inf, 0.0], dtype=torch.float64)
+    y = cpp(x, *params)
+    assert y[0].isnan() and torch.equal(y.isnan(), pwlu_reference(x, *params, 0).isnan())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cpp_half_precision_computed_in_float32(dtype):
+    params = make_params(4, 16, dtype=torch.float32)
+    x = (2 * torch.randn(2, 4, 50, 3)).to(dtype)
+    grad = torch.randn(x.shape).to(dtype)
+    y, grads = op_with_grads(cpp, x, params, grad)
+    assert y.dtype == dtype and grads[0].dtype == dtype
+    assert all(g.dtype == torch.float32 for g in grads[1:])
+    # Oracle: the reference on the same values in float32.
+    y_ref, grads_ref = reference_with_grads(x, params, grad, 1, dtype=torch.float32)
+    torch.testing.assert_close(y, y_ref.to(dtype))
+    torch.testing.assert_close(grads[0], grads_ref[0].to(dtype))
+    for g, g_ref in zip(grads[1:], grads_ref[1:], strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-3)
+
+
+def test_cpp_large_tensor_float32_against_float64_reference():
+    # More than 2**24 elements: float32 can no longer count them, and int32-sized bugs in
+    # indexing or accumulation would show. The kernel sums in float64 per chunk.
+    numel = (1 << 24) + 12345
+    params = make_params(None, 16, dtype=torch.float32, seed=5)
+    x = (2 * torch.randn(numel)).float()
+    grad = torch.rand(numel).float()
+    y, grads = op_with_grads(lambda *a: cpp(*a, channel_dim=0), x, params, grad)
+    # Per element: the float32 reference (same compute type, so the same bin for every element).
+    y_ref, grads_ref = reference_with_grads(x, params, grad, 0, dtype=torch.float32)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads_ref[0], rtol=1e-5, atol=1e-5)
+    # Sums over 1.7e7 terms: the float64 reference, within 1e-5 of their scale (a float32
+    # running sum would be off by far more; a few elements next to breakpoints may fall in the
+    # neighbouring bin in float64, which moves a sum by about one term).
+    _, grads_ref = reference_with_grads(x, params, grad, 0, dtype=torch.float64)
+    for g, g_ref in zip(grads[1:], grads_ref[1:], strict=True):
+        scale = g_ref.abs().max().item()
+        assert (g.double() - g_ref).abs().max().item() <= 1e-5 * scale
+
+
+def test_cpp_is_deterministic():
+    params = make_params(None, 16, dtype=torch.float32)
+    x = torch.randn(300_000)
+    grad = torch.randn(300_000)
+    first = op_with_grads(lambda *a: cpp(*a, channel_dim=0), x, params, grad)
+    second = op_with_grads(lambda *a: cpp(*a, channel_dim=0), x, params, grad)
+    for a, b in zip((first[0], *first[1]), (second[0], *second[1]), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_cpp_rejects_bounds_in_the_wrong_order():
+    params = make_params(None, 4)
+    params = (params[1], params[0], *params[2:])
+    with pytest.raises(RuntimeError, match="right_bound must exceed left_bound"):
+        cpp(torch.randn(10, dtype=torch.float64), *params)
+
+
+def test_cpp_saves_only_the_input_for_backward():
+    params = [p.float().requires_grad_() for p in make_params(8, 16)]
+    x = torch.randn(4, 8, 32, 32, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        cpp(x, *params)
+    large = [t for t in saved if t.numel() >= x.numel()]
+    assert len(large) == 1 and large[0].data_ptr() == x.data_ptr()
+    assert sum(t.numel() for t in saved) == x.numel() + sum(p.numel() for p in params)
+
+
+# ------------------------------------------------------------------------------------------
+# Dispatch.
+
+
+def test_auto_uses_cpp_on_cpu_and_reference_when_tracing():
+    params = make_params(None, 4, dtype=torch.float32)
+    x = torch.randn(3, 4)
+    assert pwlu_op.resolve_backend("auto", x) == "cpp"
+
+    traced = torch.jit.trace(lambda t: pwlu(t, *params), (x,))
+    graph = str(traced.graph)
+    assert "pwlu_det::" not in graph and "aten::floor" in graph
+    torch.testing.assert_close(traced(x), pwlu(x, *params, backend="reference"))
+
+
+def test_auto_falls_back_to_reference_with_one_warning(monkeypatch, caplog):
+    monkeypatch.setattr(pwlu_cpp, "_IMPORT_ERROR", "pretend it was not built")
+    monkeypatch.setattr(pwlu_op, "_warned", set())
+    params = make_params(None, 4, dtype=torch.float32)
+    x = torch.randn(3, 4)
+    with caplog.at_level(logging.WARNING, logger="pwlu_det.layers.pwlu_op"):
+        y1 = pwlu(x, *params)
+        pwlu(x, *params)
+    warnings = [r for r in caplog.records if "pretend it was not built" in r.getMessage()]
+    assert len(warnings) == 1
+    torch.testing.assert_close(y1, pwlu(x, *params, backend="reference"))
+    with pytest.raises(RuntimeError, match="backend 'cpp' is unavailable"):
+        pwlu(x, *params, backend="cpp")
+
+
+def test_triton_backend_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    params = make_params(None, 4, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="triton"):
+        pwlu(torch.randn(3), *params, channel_dim=0, backend="triton")
+
+
+# ------------------------------------------------------------------------------------------
+# Bad input.
+
+
+def test_bad_inputs_name_the_argument():
+    x = torch.randn(2, 3, 4)
+    layer = make_params(None, 4, dtype=torch.float32)
+    channel = make_params(3, 4, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"heights \(3, 5\) has 3 rows but x \(2, 4, 4\)"):
+        pwlu(torch.randn(2, 4, 4), *channel)
+    with pytest.raises(ValueError, match=r"channel-wise left_slope must have shape \(3,\)"):
+        pwlu(x, *channel[:3], torch.zeros(4), channel[4])
+    with pytest.raises(ValueError, match=r"layer-wise heights \(5,\) need a 0-d right_bound"):
+        pwlu(x, layer[0], torch.zeros(3), *layer[2:])
+    with pytest.raises(ValueError, match="heights must be"):
+        pwlu(x, *layer[:2], torch.zeros(1), *layer[3:])
+    with pytest.raises(TypeError, match="x must be a floating-point tensor, got torch.int64"):
+        pwlu(torch.arange(6), *layer)
+    with pytest.raises(TypeError, match="heights must be a floating-point tensor"):
+        pwlu(x, *layer[:2], torch.arange(5), *layer[3:])
+    with pytest.raises(TypeError, match="left_bound must be a tensor"):
+        pwlu(x, -1.0, *layer[1:])
+    with pytest.raises(ValueError, match="channel_dim=3 is out of range for x of shape"):
+        pwlu(x, *channel, channel_dim=3)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        pwlu(x, *layer, backend="cuda")
+
+
+# ------------------------------------------------------------------------------------------
+# torch.compile and torch.export see one opaque op with a fake implementation.
+
+
+class _TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.params = torch.nn.ParameterList(
+            [torch.nn.Parameter(p) for p in make_params(4, 8, dtype=torch.float32)]
+        )
+
+    def forward(self, x):
+        return pwlu(self.conv(x), *self.params).sum(dim=(2, 3))
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    torch._dynamo.reset()
+    model = _TinyNet()
+    x = torch.randn(2, 3, 8, 8)
+    eager = model(x)
+    eager_grads = torch.autograd.grad(eager.sum(), list(model.parameters()))
+    compiled = torch.compile(model, fullgraph=True)
+    out = compiled(x)
+    grads = torch.autograd.grad(out.sum(), list(model.parameters()))
+    torch.testing.assert_close(out, eager)
+    for g, e in zip(grads, eager_grads, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+def test_torch_export_keeps_the_op():
+    model = _TinyNet()
+    x = torch.randn(2, 3, 8, 8)
+    exported = torch.export.export(model, (x,))
+    assert "pwlu_det.pwlu_forward" in str(exported.graph)
+    torch.testing.assert_close(exported.module()(x), model(x))
