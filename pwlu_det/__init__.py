@@ -2,4 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from .config import add_pwlu_config, validate_pwlu_config  # noqa: E402
+from .layers import PWLU, pwlu  # noqa: E402
+
+__all__ = ["PWLU", "__version__", "add_pwlu_config", "pwlu", "validate_pwlu_config"]

@@ -1,0 +1,73 @@
+"""PWLU config keys for Detectron2 (``add_pwlu_config``) and their validation."""
+
+from __future__ import annotations
+
+from detectron2.config import CfgNode as CN
+
+from pwlu_det.layers.pwlu_module import REALIGN_MODES
+
+__all__ = ["add_pwlu_config", "validate_pwlu_config"]
+
+GRANULARITIES = ("channel", "layer")
+
+
+def add_pwlu_config(cfg: CN) -> None:
+    """Add the ``MODEL.PWLU`` keys, with their defaults, to ``cfg`` (in place)."""
+    cfg.MODEL.PWLU = CN()
+    # N: number of uniform intervals between the bounds (paper default 16).
+    cfg.MODEL.PWLU.NUM_INTERVALS = 16
+    # "channel": one unit (N + 5 parameters) per channel; "layer": one unit per activation layer.
+    cfg.MODEL.PWLU.GRANULARITY = "channel"
+    # Phase I running statistics: stat <- MOMENTUM * stat + (1 - MOMENTUM) * batch_stat.
+    cfg.MODEL.PWLU.MOMENTUM = 0.9
+    # Phase II bounds: running_mean -/+ BOUND_STD * running_std (paper: 3).
+    cfg.MODEL.PWLU.BOUND_STD = 3.0
+    # Bounds at construction: about -INIT_BOUND and +INIT_BOUND (the unit is exactly ReLU).
+    cfg.MODEL.PWLU.INIT_BOUND = 3.0
+    # Smallest bound width a realignment produces (dead channels, degenerate statistics).
+    cfg.MODEL.PWLU.MIN_WIDTH = 0.01
+    # Phase I length in iterations: statistics are collected on iterations [0, STATISTICS_ITERS)
+    # while units compute ReLU, and the realignment runs after iteration STATISTICS_ITERS - 1.
+    # 0 disables Phase I: units train from their initial ReLU shape on [-INIT_BOUND, INIT_BOUND].
+    cfg.MODEL.PWLU.STATISTICS_ITERS = 1000
+    # "paper": bounds exactly mean -/+ BOUND_STD * std, ReLU interpolated on the new grid;
+    # "function_preserving": same width, grid shifted (< 1 interval) so 0 stays a breakpoint
+    # and the network computes exactly the same function across the realignment.
+    cfg.MODEL.PWLU.REALIGN_MODE = "paper"
+    # Weight decay of PWLU parameters (bounds, heights, slopes); the paper gives no rule.
+    cfg.MODEL.PWLU.WEIGHT_DECAY = 0.0
+    # Learning rate of PWLU parameters = SOLVER.BASE_LR * LR_FACTOR.
+    cfg.MODEL.PWLU.LR_FACTOR = 1.0
+
+
+def _fail(key: str, value, requirement: str) -> None:
+    raise ValueError(f"MODEL.PWLU.{key} = {value!r} is invalid: {requirement}")
+
+
+def validate_pwlu_config(cfg: CN) -> None:
+    """Reject invalid ``MODEL.PWLU`` values with a message naming the key.
+
+    Raises:
+        KeyError: ``add_pwlu_config`` was not called on ``cfg``.
+        ValueError: a value is out of range or of the wrong type.
+    """
+    if "PWLU" not in cfg.MODEL:
+        raise KeyError("cfg has no MODEL.PWLU: call pwlu_det.add_pwlu_config(cfg) first")
+    c = cfg.MODEL.PWLU
+    if not isinstance(c.NUM_INTERVALS, int) or c.NUM_INTERVALS < 1:
+        _fail("NUM_INTERVALS", c.NUM_INTERVALS, "an integer >= 1")
+    if c.GRANULARITY not in GRANULARITIES:
+        _fail("GRANULARITY", c.GRANULARITY, f"one of {GRANULARITIES}")
+    if not 0.0 <= c.MOMENTUM < 1.0:
+        _fail("MOMENTUM", c.MOMENTUM, "in [0, 1)")
+    for key in ("BOUND_STD", "INIT_BOUND", "MIN_WIDTH"):
+        if not c[key] > 0:
+            _fail(key, c[key], "> 0")
+    if not isinstance(c.STATISTICS_ITERS, int) or c.STATISTICS_ITERS < 0:
+        _fail("STATISTICS_ITERS", c.STATISTICS_ITERS, "an integer >= 0")
+    if c.REALIGN_MODE not in REALIGN_MODES:
+        _fail("REALIGN_MODE", c.REALIGN_MODE, f"one of {REALIGN_MODES}")
+    if not c.WEIGHT_DECAY >= 0:
+        _fail("WEIGHT_DECAY", c.WEIGHT_DECAY, ">= 0")
+    if not c.LR_FACTOR >= 0:
+        _fail("LR_FACTOR", c.LR_FACTOR, ">= 0")

@@ -1,0 +1,93 @@
+"""``PWLUTrainer``: Detectron2's ``DefaultTrainer`` with the PWLU learning method.
+
+Differences from ``DefaultTrainer``, each the smallest override that does it:
+
+- ``build_optimizer``: the PWLU learning-rate / weight-decay rules (:func:`build_pwlu_optimizer`);
+- ``build_hooks``: a :class:`PWLURealignHook` placed before the checkpointer;
+- ``build_evaluator``: ``COCOEvaluator`` through pycocotools (the C++ fast path is not built);
+- multi-process training on CPU: Detectron2 v0.6 gives ``DistributedDataParallel`` a
+  ``device_ids`` argument, which CPU modules reject; it is dropped for CPU models;
+- resume: v0.6's ``DefaultTrainer`` checkpoints neither the optimizer state (momentum) nor the
+  AMP grad scaler, so a resumed run diverged from an uninterrupted one; they are saved here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from detectron2.engine import DefaultTrainer, hooks
+from detectron2.engine import defaults as d2_defaults
+from detectron2.evaluation import COCOEvaluator
+
+from .optimizer import build_pwlu_optimizer
+from .realign_hook import PWLURealignHook
+
+__all__ = ["PWLUTrainer", "insert_before_checkpointer"]
+
+logger = logging.getLogger(__name__)
+
+
+def insert_before_checkpointer(hook_list: list, hook) -> list:
+    """Insert ``hook`` before the first ``PeriodicCheckpointer`` (or at the end if none)."""
+    for index, existing in enumerate(hook_list):
+        if isinstance(existing, hooks.PeriodicCheckpointer):
+            return [*hook_list[:index], hook, *hook_list[index:]]
+    return [*hook_list, hook]
+
+
+def _create_ddp_model_cpu_aware(model, **kwargs):
+    if next(model.parameters()).device.type == "cpu":
+        kwargs.setdefault("device_ids", None)
+    return _D2_CREATE_DDP_MODEL(model, **kwargs)
+
+
+_D2_CREATE_DDP_MODEL = d2_defaults.create_ddp_model
+
+
+@contextlib.contextmanager
+def _cpu_aware_ddp():
+    d2_defaults.create_ddp_model = _create_ddp_model_cpu_aware
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = _D2_CREATE_DDP_MODEL
+
+
+class PWLUTrainer(DefaultTrainer):
+    """DefaultTrainer plus the PWLU optimizer rules, realignment hook and CPU-friendly DDP."""
+
+    def __init__(self, cfg):
+        with _cpu_aware_ddp():
+            super().__init__(cfg)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["_trainer"] = self._trainer.state_dict()  # optimizer (and grad scaler)
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning(
+                "The checkpoint has no optimizer state (written by Detectron2's "
+                "DefaultTrainer?): momentum restarts from zero"
+            )
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_pwlu_optimizer(cfg, model)
+
+    def build_hooks(self):
+        realign = PWLURealignHook(
+            self.model, self.cfg.MODEL.PWLU.STATISTICS_ITERS, self.cfg.MODEL.PWLU.REALIGN_MODE
+        )
+        return insert_before_checkpointer(super().build_hooks(), realign)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)

@@ -1,0 +1,299 @@
+"""The PWLU module: learnable parameters, Phase I statistics and the realignment (Phase II).
+
+Phases (kept in the persistent buffer ``phase``, so a checkpoint says where training is):
+
+- ``INITIAL``: a plain PWLU with its current parameters (at construction: exactly ReLU).
+- ``STATISTICS`` (Phase I, :meth:`PWLU.start_statistics`): the output is exactly ReLU and, in
+  training mode, running statistics of the input are updated.
+- ``TRAINING`` (Phase II, :meth:`PWLU.realign`): bounds moved to ``mean -/+ bound_std * std``,
+  heights and slopes reset to ReLU on the new grid, then a plain PWLU that trains.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .pwlu_op import pwlu
+from .pwlu_reference import pwlu_reference
+
+__all__ = ["PWLU", "RealignResult", "REALIGN_MODES"]
+
+logger = logging.getLogger(__name__)
+
+REALIGN_MODES = ("paper", "function_preserving")
+
+
+@dataclass
+class RealignResult:
+    """What :meth:`PWLU.realign` did.
+
+    Attributes:
+        left_bound, right_bound: the new bounds, shaped like the parameters.
+        max_jump: max |f_after(x) - f_before(x)| over the collected range mean -/+ bound_std*std.
+        fallback_units: number of units whose statistics were degenerate.
+    """
+
+    left_bound: torch.Tensor
+    right_bound: torch.Tensor
+    max_jump: float
+    fallback_units: int
+
+
+class PWLU(nn.Module):
+    """Piecewise Linear Unit with the paper's statistic-based realignment.
+
+    Args:
+        num_channels: None for one layer-wise unit; an int C for channel-wise units (one per
+            channel of dim ``channel_dim``).
+        num_intervals: N, the number of uniform intervals between the bounds.
+        channel_dim: channel dimension of the input (channel-wise only).
+        momentum: weight of the running statistics in Phase I (the paper's 0.9):
+            ``mean <- momentum * mean + (1 - momentum) * batch_mean``, same for std. The first
+            batch initialises them.
+        bound_std: the realigned bounds are ``mean -/+ bound_std * std``.
+        init_bound: bounds at construction, about ``-init_bound`` and ``+init_bound`` (snapped
+            so that 0 is a breakpoint and the unit is exactly ReLU).
+        min_width: smallest bound width a realignment gives (degenerate statistics).
+    """
+
+    INITIAL, STATISTICS, TRAINING = 0, 1, 2
+    PARAM_NAMES = ("left_bound", "right_bound", "heights", "left_slope", "right_slope")
+
+    def __init__(
+        self,
+        num_channels: int | None = None,
+        num_intervals: int = 16,
+        channel_dim: int = 1,
+        momentum: float = 0.9,
+        bound_std: float = 3.0,
+        init_bound: float = 3.0,
+        min_width: float = 1e-2,
+    ):
+        super().__init__()
+        if num_channels is not None and num_channels < 1:
+            raise ValueError(f"PWLU: num_channels must be None or >= 1, got {num_channels}")
+        if num_intervals < 1:
+            raise ValueError(f"PWLU: num_intervals must be >= 1, got {num_intervals}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"PWLU: momentum must be in [0, 1), got {momentum}")
+        if not (bound_std > 0 and init_bound > 0 and min_width > 0):
+            raise ValueError(
+                "PWLU: bound_std, init_bound and min_width must be > 0, got "
+                f"{bound_std}, {init_bound}, {min_width}"
+            )
+        self.num_channels = num_channels
+        self.num_intervals = num_intervals
+        self.channel_dim = channel_dim
+        self.momentum = momentum
+        self.bound_std = bound_std
+        self.min_width = min_width
+        shape = () if num_channels is None else (num_channels,)
+        self.left_bound = nn.Parameter(torch.full(shape, -float(init_bound)))
+        self.right_bound = nn.Parameter(torch.full(shape, float(init_bound)))
+        self.heights = nn.Parameter(torch.zeros(*shape, num_intervals + 1))
+        self.left_slope = nn.Parameter(torch.zeros(shape))
+        self.right_slope = nn.Parameter(torch.ones(shape))
+        self.register_buffer("running_mean", torch.zeros(shape))
+        self.register_buffer("running_std", torch.ones(shape))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("phase", torch.tensor(self.INITIAL, dtype=torch.long))
+        self._phase = self.INITIAL  # mirror of the buffer, for control flow without syncs
+        with torch.no_grad():  # the grid is snapped so that 0 is a breakpoint: exactly ReLU
+            left, right = self._snap_to_zero_breakpoint(
+                self.left_bound.double(), self.right_bound.double()
+            )
+            self._reset_to_relu(left.float(), right.float())
+
+    # ---------------------------------------------------------------------------------------
+    # Forward.
+
+    def _params(self) -> tuple[torch.Tensor, ...]:
+        return tuple(getattr(self, name) for name in self.PARAM_NAMES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the unit to ``x`` (channel-wise: channels in dim ``channel_dim``)."""
+        if self._phase == self.STATISTICS:
+            if self.training:
+                self._update_statistics(x)
+            out = F.relu(x)
+            if torch.is_grad_enabled() and self.heights.requires_grad:
+                # Zero gradients keep the parameters "used" for DistributedDataParallel.
+                out = out + 0.0 * sum(p.sum() for p in self._params()).to(out.dtype)
+            return out
+        return pwlu(x, *self._params(), channel_dim=self.channel_dim)
+
+    def _reduce_dims(self, x: torch.Tensor) -> list[int]:
+        if self.num_channels is None:
+            return list(range(x.dim()))
+        channel_dim = self.channel_dim % x.dim()
+        return [d for d in range(x.dim()) if d != channel_dim]
+
+    @torch.no_grad()
+    def _update_statistics(self, x: torch.Tensor) -> None:
+        x = x.detach().float()
+        std, mean = torch.std_mean(x, dim=self._reduce_dims(x), correction=0)
+        if self.num_batches_tracked.item() == 0:
+            self.running_mean.copy_(mean)
+            self.running_std.copy_(std)
+        else:
+            self.running_mean.mul_(self.momentum).add_(mean, alpha=1 - self.momentum)
+            self.running_std.mul_(self.momentum).add_(std, alpha=1 - self.momentum)
+        self.num_batches_tracked.add_(1)
+
+    # ---------------------------------------------------------------------------------------
+    # Phases.
+
+    def _set_phase(self, phase: int) -> None:
+        self.phase.fill_(phase)
+        self._phase = phase
+
+    @torch.no_grad()
+    def start_statistics(self) -> None:
+        """Enter Phase I: output exactly ReLU, collect input statistics in training mode."""
+        self.running_mean.zero_()
+        self.running_std.fill_(1.0)
+        self.num_batches_tracked.zero_()
+        self._set_phase(self.STATISTICS)
+
+    def _reset_to_relu(self, left: torch.Tensor, right: torch.Tensor) -> None:
+        """Set bounds to (left, right), heights to ReLU at the breakpoints, slopes 0 and 1."""
+        self.left_bound.copy_(left)
+        self.right_bound.copy_(right)
+        steps = torch.arange(self.num_intervals + 1, dtype=left.dtype, device=left.device)
+        width = (right - left).unsqueeze(-1)
+        breakpoints = left.unsqueeze(-1) + steps * (width / self.num_intervals)
+        self.heights.copy_(breakpoints.clamp(min=0))
+        self.left_slope.fill_(0.0)
+        self.right_slope.fill_(1.0)
+
+    def _target_bounds(self, name: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Bounds mean -/+ bound_std * std, with a fallback for degenerate statistics."""
+        mean = self.running_mean.double()
+        half = self.bound_std * self.running_std.double()
+        seen = self.num_batches_tracked.item() > 0
+        bad = (
+            ~(torch.isfinite(mean) & torch.isfinite(half)) | torch.full_like(mean, not seen).bool()
+        )
+        narrow = half < self.min_width / 2
+        if bad.any() or narrow.any():
+            logger.warning(
+                "PWLU %s: %d unit(s) without usable statistics (no batch, NaN or Inf) and %d "
+                "with std below min_width / (2 * bound_std); using a %.3g-wide range there",
+                name,
+                int(bad.sum()),
+                int((narrow & ~bad).sum()),
+                self.min_width,
+            )
+        mean = torch.where(bad, torch.zeros_like(mean), mean)
+        half = torch.where(bad | narrow, torch.full_like(half, self.min_width / 2), half)
+        return mean - half, mean + half, int((bad | narrow).sum())
+
+    def _snap_to_zero_breakpoint(
+        self, left: torch.Tensor, right: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shift the grid (by less than one interval) so that 0 is a breakpoint.
+
+        The interval width is rounded to 8 significant bits (a change below 0.4%) so that every
+        breakpoint i * width is exact in float32 and the unit is exactly ReLU. If the range lies
+        entirely on one side of 0, it is shifted further, so that 0 becomes its end breakpoint.
+        """
+        mantissa, exponent = torch.frexp(((right - left) / self.num_intervals).float())
+        step = torch.ldexp(torch.round(mantissa * 256) / 256, exponent).double()
+        zero_index = torch.round(-left / step).clamp(0, self.num_intervals)
+        new_left = -zero_index * step
+        return new_left, new_left + self.num_intervals * step
+
+    @torch.no_grad()
+    def realign(self, mode: str = "paper", name: str = "") -> RealignResult:
+        """Enter Phase II: move the bounds to the statistics, reset to ReLU on the new grid.
+
+        Parameters change in place (the optimizer keeps the same Parameter objects); clearing
+        their optimizer state is the caller's job (see ``PWLURealignHook``).
+
+        Args:
+            mode: ``"paper"``: bounds exactly mean -/+ bound_std * std, ReLU interpolated on
+                the new grid (a small jump near 0 unless 0 falls on a breakpoint);
+                ``"function_preserving"``: the same width, shifted so that 0 is a breakpoint,
+                so the unit stays exactly ReLU.
+            name: used in log messages.
+
+        Returns:
+            The new bounds and the measured function jump.
+        """
+        if mode not in REALIGN_MODES:
+            raise ValueError(f"PWLU.realign: mode must be one of {REALIGN_MODES}, got {mode!r}")
+        name = name or self.__class__.__name__
+        left, right, fallbacks = self._target_bounds(name)
+        collected = (left, right)
+        if mode == "function_preserving":
+            left, right = self._snap_to_zero_breakpoint(left, right)
+        before = self._function_snapshot()
+        dtype = self.left_bound.dtype
+        self._reset_to_relu(left.to(dtype), right.to(dtype))
+        self._set_phase(self.TRAINING)
+        jump = self._max_jump(before, *collected)
+        return RealignResult(
+            self.left_bound.detach().clone(), self.right_bound.detach().clone(), jump, fallbacks
+        )
+
+    # ---------------------------------------------------------------------------------------
+    # Function jump across a realignment.
+
+    def _function_snapshot(self) -> tuple[torch.Tensor, ...] | None:
+        """The parameters of the function computed now (None: exactly ReLU, as in Phase I)."""
+        if self._phase == self.STATISTICS:
+            return None
+        return tuple(p.detach().double().clone() for p in self._params())
+
+    def _evaluate(self, snapshot: tuple[torch.Tensor, ...] | None, x: torch.Tensor) -> torch.Tensor:
+        if snapshot is None:
+            return x.relu()
+        return pwlu_reference(x, *snapshot, channel_dim=1)
+
+    def _max_jump(
+        self, before: tuple[torch.Tensor, ...] | None, low: torch.Tensor, high: torch.Tensor
+    ) -> float:
+        """max |f_after - f_before| on [low, high] per unit, exactly: both functions are
+        piecewise linear, so the maximum is at a breakpoint of either, at 0 or at an end."""
+        after = tuple(p.detach().double() for p in self._params())
+        units = low.numel()
+        probes = [low.reshape(units, 1), high.reshape(units, 1), torch.zeros(units, 1).double()]
+        for params in (before, after):
+            if params is not None:
+                left, right = params[0].reshape(units, 1), params[1].reshape(units, 1)
+                steps = torch.arange(self.num_intervals + 1, dtype=torch.float64)
+                probes.append(left + steps * ((right - left) / self.num_intervals))
+        x = torch.cat(probes, dim=1)
+        x = torch.minimum(torch.maximum(x, low.reshape(units, 1)), high.reshape(units, 1))
+        x = x.t().contiguous()  # (probes, units): units in dim 1 for channel-wise parameters
+        if self.num_channels is None:
+            x = x.reshape(-1)
+        jump = (self._evaluate(after, x) - self._evaluate(before, x)).abs()
+        return float(jump.max()) if jump.numel() else 0.0
+
+    # ---------------------------------------------------------------------------------------
+    # Checkpoints and printing.
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._phase = int(self.phase)
+
+    def extra_repr(self) -> str:
+        granularity = "layer-wise" if self.num_channels is None else f"{self.num_channels} channels"
+        phase = {self.INITIAL: "initial", self.STATISTICS: "statistics", self.TRAINING: "training"}
+        left, right = self.left_bound.detach(), self.right_bound.detach()
+        if left.numel() == 1:
+            bounds = f"bounds=[{left.item():.3g}, {right.item():.3g}]"
+        else:
+            width = (right - left).mean().item()
+            bounds = (
+                f"bounds: left in [{left.min().item():.3g}, {left.max().item():.3g}], "
+                f"right in [{right.min().item():.3g}, {right.max().item():.3g}], "
+                f"mean width {width:.3g}"
+            )
+        return f"N={self.num_intervals}, {granularity}, phase={phase[self._phase]}, {bounds}"

@@ -1,0 +1,202 @@
+"""The PWLU module: initial shape, Phase I statistics, realignment, checkpoints."""
+
+import copy
+import logging
+
+import pytest
+import torch
+
+from pwlu_det.layers import PWLU, pwlu_reference
+
+
+def _inputs(seed=0, shape=(8, 4, 6, 6), scale=1.5, shift=0.4):
+    gen = torch.Generator().manual_seed(seed)
+    return scale * torch.randn(shape, generator=gen) + shift
+
+
+@pytest.mark.parametrize("channels", [None, 4])
+@pytest.mark.parametrize("num_intervals", [1, 2, 7, 16])
+def test_starts_as_exact_relu(channels, num_intervals):
+    act = PWLU(channels, num_intervals=num_intervals)
+    steps = torch.arange(num_intervals + 1)
+    breaks = act.left_bound.detach().reshape(-1, 1) + steps * (
+        (act.right_bound - act.left_bound).detach().reshape(-1, 1) / num_intervals
+    )
+    assert (breaks == 0).any(dim=1).all(), "0 must be a breakpoint"
+    assert (act.left_slope == 0).all() and (act.right_slope == 1).all()
+    x = torch.cat([_inputs().reshape(-1), breaks.reshape(-1), torch.tensor([-1e6, 1e6])])
+    x = x[: x.numel() // 4 * 4].reshape(-1, 4)
+    act.channel_dim = 1
+    assert torch.equal(act(x), x.relu())
+
+
+def test_parameters_and_buffers_have_the_documented_shapes():
+    act = PWLU(5, num_intervals=8)
+    shapes = {name: tuple(p.shape) for name, p in act.named_parameters()}
+    assert shapes == {
+        "left_bound": (5,),
+        "right_bound": (5,),
+        "heights": (5, 9),
+        "left_slope": (5,),
+        "right_slope": (5,),
+    }
+    assert set(dict(act.named_buffers())) == {
+        "running_mean",
+        "running_std",
+        "num_batches_tracked",
+        "phase",
+    }
+    layer = PWLU()
+    assert layer.heights.shape == (17,) and layer.left_bound.dim() == 0
+    text = repr(act)
+    assert "N=8" in text and "5 channels" in text and "phase=initial" in text
+    assert "phase=initial" in repr(layer) and "bounds=[-3, 3]" in repr(layer)
+
+
+@pytest.mark.parametrize("channels", [None, 4])
+def test_phase_one_is_relu_and_tracks_statistics(channels):
+    act = PWLU(channels, momentum=0.9)
+    act.start_statistics()
+    act.train()
+    batches = [_inputs(seed=s, shift=0.1 * s).requires_grad_() for s in range(5)]
+    dims = (0, 1, 2, 3) if channels is None else (0, 2, 3)
+    mean, std = None, None
+    for x in batches:
+        y = act(x)
+        assert torch.equal(y, x.relu()), "Phase I must compute exactly ReLU"
+        batch_std, batch_mean = torch.std_mean(x.detach().double(), dim=dims, correction=0)
+        if mean is None:  # the first batch initialises the running statistics
+            mean, std = batch_mean, batch_std
+        else:
+            mean = 0.9 * mean + 0.1 * batch_mean
+            std = 0.9 * std + 0.1 * batch_std
+    torch.testing.assert_close(act.running_mean.double(), mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(act.running_std.double(), std, rtol=1e-6, atol=1e-6)
+    assert act.num_batches_tracked.item() == 5
+    for buffer in (act.running_mean, act.running_std):
+        assert buffer.grad_fn is None and not buffer.requires_grad
+
+    act.eval()
+    act(_inputs(seed=99, shift=5.0))
+    torch.testing.assert_close(act.running_mean.double(), mean, rtol=1e-6, atol=1e-6)
+
+
+def test_phase_one_gives_parameters_zero_gradients():
+    # The parameters stay "used" (for DistributedDataParallel) but do not move.
+    act = PWLU(4)
+    act.start_statistics()
+    act(_inputs().requires_grad_()).sum().backward()
+    assert all(p.grad is not None and (p.grad == 0).all() for p in act.parameters())
+
+
+@pytest.mark.parametrize("channels", [None, 4])
+def test_paper_realignment_matches_independent_computation(channels):
+    act = PWLU(channels, num_intervals=16, bound_std=3.0)
+    act.start_statistics()
+    for s in range(3):
+        act(_inputs(seed=s))
+    params_before = list(act.parameters())
+    mean, std = act.running_mean.double().clone(), act.running_std.double().clone()
+    result = act.realign("paper")
+    assert all(a is b for a, b in zip(params_before, act.parameters(), strict=True))
+    torch.testing.assert_close(act.left_bound.double(), mean - 3 * std)
+    torch.testing.assert_close(act.right_bound.double(), mean + 3 * std)
+    breaks = (mean - 3 * std).unsqueeze(-1) + torch.arange(17) * (6 * std / 16).unsqueeze(-1)
+    torch.testing.assert_close(act.heights.double(), breaks.clamp(min=0), rtol=1e-6, atol=1e-6)
+    assert (act.left_slope == 0).all() and (act.right_slope == 1).all()
+    assert act.phase.item() == PWLU.TRAINING and "phase=training" in repr(act)
+
+    # Jump: the reported maximum is exact (>= any sampled value, and attained near 0).
+    low, high = (mean - 3 * std), (mean + 3 * std)
+    grid = low.reshape(-1, 1) + torch.linspace(0, 1, 20001) * (high - low).reshape(-1, 1)
+    grid = torch.cat([grid, torch.zeros(grid.shape[0], 1)], dim=1).t().contiguous()
+    if channels is None:
+        grid = grid.reshape(-1)
+    params = [p.detach().double() for p in act.parameters()]
+    sampled = (pwlu_reference(grid, *params, channel_dim=1) - grid.relu()).abs().max().item()
+    assert sampled <= result.max_jump + 1e-12
+    assert result.max_jump == pytest.approx(sampled, rel=1e-3)
+    assert result.max_jump > 0
+
+
+@pytest.mark.parametrize("channels", [None, 4])
+def test_function_preserving_realignment_keeps_the_output(channels):
+    act = PWLU(channels, num_intervals=16)
+    act.start_statistics()
+    for s in range(3):
+        act(_inputs(seed=s))
+    mean, std = act.running_mean.double().clone(), act.running_std.double().clone()
+    act.eval()
+    x = _inputs(seed=42, scale=4.0)
+    before = act(x)
+    result = act.realign("function_preserving")
+    assert torch.equal(act(x), before), "the unit must stay exactly ReLU"
+    assert result.max_jump <= 1e-12  # float64 rounding of the evaluation only
+    # Same width up to the 8-bit rounding; moved by less than one interval.
+    width = act.right_bound.double() - act.left_bound.double()
+    torch.testing.assert_close(width, 6 * std, rtol=4e-3, atol=0)
+    assert ((act.left_bound.double() - (mean - 3 * std)).abs() <= width / 16).all()
+
+
+def test_realignment_jump_is_reported_for_both_modes():
+    jumps = {}
+    for mode in ("paper", "function_preserving"):
+        act = PWLU(None, num_intervals=16)
+        act.start_statistics()
+        act(_inputs(shift=0.37))
+        jumps[mode] = act.realign(mode).max_jump
+    # Paper mode interpolates ReLU across the interval holding 0: at most a quarter interval.
+    width = (6 * 1.5) / 16
+    assert 0 < jumps["paper"] <= width / 4 * 1.1
+    assert jumps["function_preserving"] <= 1e-12
+
+
+def test_degenerate_statistics_fall_back_and_warn(caplog):
+    act = PWLU(3, min_width=0.02)
+    act.start_statistics()
+    x = _inputs(shape=(4, 3, 5, 5))
+    x[:, 1] = -2.0  # a dead channel: constant input, std 0
+    act(x)
+    act.running_mean[2] = float("nan")
+    with caplog.at_level(logging.WARNING):
+        act.realign("paper", name="backbone.res2.0.act")
+    assert "backbone.res2.0.act" in caplog.text
+    width = act.right_bound - act.left_bound
+    assert torch.isfinite(act.left_bound).all() and (width > 0).all()
+    torch.testing.assert_close(width[1:], torch.full((2,), 0.02))
+    assert act.left_bound[1].item() == pytest.approx(-2.01)
+
+    unseen = PWLU(None)
+    unseen.start_statistics()  # no batch seen at all
+    with caplog.at_level(logging.WARNING):
+        result = unseen.realign("paper", name="head.act")
+    assert result.fallback_units == 1 and "head.act" in caplog.text
+    assert unseen.right_bound.item() > unseen.left_bound.item()
+
+
+def test_state_dict_round_trip_mid_phase_one():
+    act = PWLU(4)
+    act.start_statistics()
+    act(_inputs(seed=1))
+    act(_inputs(seed=2))
+    state = copy.deepcopy(act.state_dict())
+    restored = PWLU(4)
+    restored.load_state_dict(state)
+    assert restored.phase.item() == PWLU.STATISTICS and "phase=statistics" in repr(restored)
+    x = _inputs(seed=3)
+    assert torch.equal(restored(x), x.relu())
+    act(x)
+    for name in ("running_mean", "running_std", "num_batches_tracked"):
+        assert torch.equal(getattr(restored, name), getattr(act, name)), name
+    assert torch.equal(restored.realign().left_bound, act.realign().left_bound)
+
+
+def test_invalid_arguments_are_rejected():
+    with pytest.raises(ValueError, match="num_intervals must be >= 1"):
+        PWLU(num_intervals=0)
+    with pytest.raises(ValueError, match="momentum must be in"):
+        PWLU(momentum=1.0)
+    with pytest.raises(ValueError, match="num_channels"):
+        PWLU(0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        PWLU().realign("sideways")

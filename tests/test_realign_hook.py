@@ -1,0 +1,190 @@
+"""The realignment hook in Detectron2's training loop: config, optimizer rules, momentum reset,
+resume equivalence and multi-process statistics."""
+
+import json
+import logging
+import types
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.engine import HookBase, hooks
+from tiny_training import (
+    Interrupt,
+    InterruptAt,
+    TinyPWLUNet,
+    TinyTrainer,
+    pwlu_state,
+    run_two_processes,
+    tiny_cfg,
+)
+
+from pwlu_det import add_pwlu_config, validate_pwlu_config
+from pwlu_det.engine import PWLURealignHook, build_pwlu_optimizer, trainable_pwlus
+from pwlu_det.layers import PWLU
+
+R = 4  # STATISTICS_ITERS of the tiny runs: realignment after iteration 3
+T = 10  # MAX_ITER
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("NUM_INTERVALS", 0, "an integer >= 1"),
+        ("GRANULARITY", "pixel", "one of"),
+        ("MOMENTUM", 1.5, r"in \[0, 1\)"),
+        ("BOUND_STD", 0.0, "> 0"),
+        ("STATISTICS_ITERS", -1, "an integer >= 0"),
+        ("REALIGN_MODE", "magic", "one of"),
+        ("WEIGHT_DECAY", -1.0, ">= 0"),
+        ("LR_FACTOR", -0.5, ">= 0"),
+    ],
+)
+def test_bad_config_values_are_rejected_naming_the_key(key, value, message):
+    cfg = get_cfg()
+    add_pwlu_config(cfg)
+    validate_pwlu_config(cfg)  # the defaults are valid
+    cfg.MODEL.PWLU[key] = value
+    with pytest.raises(ValueError, match=f"MODEL.PWLU.{key} = .*{message}"):
+        validate_pwlu_config(cfg)
+
+
+def test_config_without_pwlu_keys_is_a_clear_error():
+    with pytest.raises(KeyError, match="add_pwlu_config"):
+        validate_pwlu_config(get_cfg())
+
+
+def test_optimizer_applies_pwlu_rules(tmp_path):
+    cfg = tiny_cfg(str(tmp_path), LR_FACTOR=0.5, WEIGHT_DECAY=0.0)
+    model = TinyPWLUNet()
+    optimizer = build_pwlu_optimizer(cfg, model)
+    pwlu_params = {p for _, m in trainable_pwlus(model) for p in m.parameters()}
+    seen = set()
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            seen.add(p)
+            if p in pwlu_params:
+                assert group["lr"] == pytest.approx(0.025) and group["weight_decay"] == 0.0
+            else:
+                assert group["lr"] == pytest.approx(0.05) and group["weight_decay"] == 1e-4
+    assert pwlu_params <= seen
+    assert not any(p in seen for p in model.frozen_act.parameters())
+
+
+def test_optimizer_refuses_ambiguous_parameter_names(tmp_path):
+    model = TinyPWLUNet()
+    model.conv1.register_parameter("heights", torch.nn.Parameter(torch.zeros(1)))
+    with pytest.raises(ValueError, match="conv1.heights"):
+        build_pwlu_optimizer(tiny_cfg(str(tmp_path)), model)
+
+
+def test_hook_sits_before_the_checkpointer(tmp_path):
+    trainer = TinyTrainer(tiny_cfg(str(tmp_path)))
+    kinds = [type(h) for h in trainer._hooks]
+    assert kinds.index(PWLURealignHook) < kinds.index(hooks.PeriodicCheckpointer)
+
+
+class _Probe(HookBase):
+    """Records PWLU parameters and optimizer state right after the realignment."""
+
+    def after_step(self):
+        if self.trainer.iter == R - 1:
+            model = self.trainer.model
+            self.params = {id(p): p.detach().clone() for p in model.act1.parameters()}
+            self.states = [self.trainer.optimizer.state.get(p) for p in model.act1.parameters()]
+            self.other_state = self.trainer.optimizer.state.get(model.conv1.weight)
+            self.phases = [m.phase.item() for m in (model.act1, model.act2, model.frozen_act)]
+
+
+def test_training_realigns_clears_momentum_and_keeps_training(tmp_path, caplog):
+    trainer = TinyTrainer(tiny_cfg(str(tmp_path), max_iter=T, statistics_iters=R))
+    probe = _Probe()
+    trainer.register_hooks([probe])
+    act = trainer.model.act1
+    params = list(act.parameters())
+    with caplog.at_level(logging.INFO, logger="pwlu_det.engine.realign_hook"):
+        trainer.train()
+    assert "PWLU realignment (paper) at iteration 3" in caplog.text
+    # Right after the realignment: trained units in Phase II, frozen ones untouched, momentum
+    # of the reset parameters gone (others kept).
+    assert probe.phases == [PWLU.TRAINING, PWLU.TRAINING, PWLU.INITIAL]
+    assert all(state is None for state in probe.states)
+    assert probe.other_state is not None and "momentum_buffer" in probe.other_state
+    # The optimizer updated the very same Parameter objects afterwards.
+    assert all(a is b for a, b in zip(params, act.parameters(), strict=True))
+    moved = [not torch.equal(probe.params[id(p)], p.detach()) for p in params]
+    assert moved[2], "heights must train after the realignment"
+    opt_params = {p for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert all(p in opt_params for p in params)
+    # Frozen units stay exactly ReLU.
+    x = torch.randn(3, 2, 5, 5)
+    assert torch.equal(trainer.model.frozen_act(x), x.relu())
+    storage_keys = set(trainer.storage.histories())
+    assert {"pwlu/mean_bound_width", "pwlu/max_function_jump"} <= storage_keys
+
+
+def _train(output_dir, interrupt_after=None, resume=False, hook_first=True):
+    trainer = TinyTrainer(tiny_cfg(str(output_dir), max_iter=T, statistics_iters=R))
+    if not hook_first:  # checkpointer before the realignment hook: resume must catch up
+        realign = next(h for h in trainer._hooks if isinstance(h, PWLURealignHook))
+        trainer._hooks.remove(realign)
+        trainer.register_hooks([realign])
+    if interrupt_after is not None:
+        trainer.register_hooks([InterruptAt(interrupt_after)])
+    trainer.resume_or_load(resume=resume)
+    try:
+        trainer.train()
+    except Interrupt:
+        return None
+    return pwlu_state(trainer.model), trainer.optimizer.param_groups[0]["lr"], trainer
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    state, lr, trainer = _train(tmp_path_factory.mktemp("full"))
+    assert trainer.iter == T  # Detectron2 counts one past the last iteration at the end
+    return state, lr
+
+
+@pytest.mark.parametrize(
+    ("interrupt_after", "hook_first"),
+    [(R - 2, True), (R - 1, True), (R - 1, False), (R + 2, True)],
+    ids=["before", "at", "at-checkpoint-before-realign", "after"],
+)
+def test_resume_equals_uninterrupted_run(tmp_path, uninterrupted, interrupt_after, hook_first):
+    assert _train(tmp_path, interrupt_after=interrupt_after, hook_first=hook_first) is None
+    state, lr, _ = _train(tmp_path, resume=True, hook_first=hook_first)
+    expected_state, expected_lr = uninterrupted
+    assert lr == pytest.approx(expected_lr, rel=0, abs=0)
+    assert state.keys() == expected_state.keys()
+    for key, value in state.items():
+        torch.testing.assert_close(
+            value, expected_state[key], rtol=1e-6, atol=1e-7, msg=f"{key} differs after resume"
+        )
+
+
+def test_hook_realigns_at_start_when_resumed_after_phase_one():
+    model = TinyPWLUNet()
+    for _, m in trainable_pwlus(model):
+        m.start_statistics()
+        m(torch.randn(2, m.num_channels or 3, 4, 4))
+    hook = PWLURealignHook(model, statistics_iters=5)
+    hook.trainer = types.SimpleNamespace(
+        start_iter=7, max_iter=10, iter=6, optimizer=None, storage=None
+    )
+    hook.before_train()
+    assert all(m.phase.item() == PWLU.TRAINING for _, m in trainable_pwlus(model))
+
+
+@pytest.mark.slow
+def test_two_processes_share_statistics_and_parameters(tmp_path):
+    run_two_processes(str(tmp_path), max_iter=T, statistics_iters=R)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["ddp"] == "DistributedDataParallel" for r in ranks)
+    # Different data, so different local statistics in Phase I ...
+    assert ranks[0]["phase1_means"] != ranks[1]["phase1_means"]
+    # ... but identical parameters and statistics after the realignment.
+    for key, value in ranks[0]["state"].items():
+        assert value == ranks[1]["state"][key], key
+    mean = torch.tensor([r["phase1_means"] for r in ranks]).mean(0)
+    torch.testing.assert_close(torch.tensor(ranks[0]["state"]["act1.running_mean"]), mean)
