@@ -1,0 +1,650 @@
+"""The Triton backend of the PWLU op against the reference, on CPU.
+
+Triton reads ``TRITON_INTERPRET`` when a kernel is defined (when ``pwlu_triton`` is first
+imported), and other test modules may import ``pwlu_det`` first in the same pytest process, so
+the checks run in child processes: this file, run as a script, executes one group of checks and
+prints a JSON verdict per check; each pytest test below reports one of them.
+
+- ``interpreted`` (``TRITON_INTERPRET=1``): the kernels on CPU tensors through
+  ``pwlu(..., backend="triton")``; output and all six gradients against autograd through
+  :func:`pwlu_reference` (float64 tight, float32 with sum tolerances scaled to the element
+  count), plus finite differences.
+- ``compiled`` (no interpreter): the ops' fake (meta) implementation, as traced by
+  ``torch.compile`` / ``torch.export``, on fake CUDA tensors.
+- ``tools/compile_triton_kernels.py``: real cubin for sm_80 and sm_90, no GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from pwlu_det.layers.pwlu_op import pwlu
+from pwlu_det.layers.pwlu_reference import pwlu_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+_VERDICT = "PWLU_TRITON_VERDICTS "
+_EPS32 = 2.0**-23
+_PARAM_NAMES = ("left_bound", "right_bound", "heights", "left_slope", "right_slope")
+
+INTERPRETED: dict[str, Callable[[], None]] = {}
+COMPILED: dict[str, Callable[[], None]] = {}
+
+
+def _register(group: dict[str, Callable[[], None]], name: str, fn: Callable[[], None]) -> None:
+    assert name not in group, name
+    group[name] = fn
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers (run in the child processes)
+# --------------------------------------------------------------------------------------------
+
+
+def _params(units, n, dtype, *, layerwise, seed, left_slope=None):
+    """Random bounds around [-1.5, 1.5], heights and slopes; 0-d / (N+1,) when layer-wise."""
+    gen = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+    bl = -1.5 + 0.5 * torch.rand(units, generator=gen, dtype=f64)
+    br = 1.5 + 0.5 * torch.rand(units, generator=gen, dtype=f64)
+    heights = torch.randn(units, n + 1, generator=gen, dtype=f64)
+    kl = torch.randn(units, generator=gen, dtype=f64)
+    kr = torch.randn(units, generator=gen, dtype=f64)
+    if left_slope is not None:
+        kl[0] = left_slope
+    params = [p.to(dtype) for p in (bl, br, heights, kl, kr)]
+    return [p[0] for p in params] if layerwise else params
+
+
+def _special_values(bl, br, n, far):
+    """Breakpoints as x (two roundings), their float neighbours, B_L, B_R, and far values:
+    ``4 (N + 1) + 6`` values."""
+    i = torch.arange(n + 1, dtype=bl.dtype)
+    points = bl + i * ((br - bl) / n)
+    inf = torch.tensor(float("inf"), dtype=bl.dtype)
+    return torch.cat(
+        [
+            points,
+            bl + (br - bl) * i / n,
+            torch.nextafter(points, inf),
+            torch.nextafter(points, -inf),
+            torch.stack([bl, br, bl - far, br + far, bl - 1e-3, br + 1e-3]),
+        ]
+    )
+
+
+def _input(shape, params, channel_dim, dtype, *, seed, far=1e3, special=True):
+    """Normal values (scale 2: about a third outside the bounds) with each unit's special
+    values written into that unit's elements."""
+    gen = torch.Generator().manual_seed(seed)
+    x = 2 * torch.randn(shape, generator=gen, dtype=torch.float64)
+    x = x.to(dtype)
+    if not special:
+        return x
+    bl, br, heights = params[0], params[1], params[2]
+    n = heights.shape[-1] - 1
+    if bl.dim() == 0:
+        values = _special_values(bl.to(dtype), br.to(dtype), n, far)
+        flat = x.view(-1)
+        flat[: values.numel()] = values[: flat.numel()]
+        return x
+    for c in range(bl.shape[0]):
+        values = _special_values(bl[c].to(dtype), br[c].to(dtype), n, far)
+        unit = x.select(channel_dim, c)
+        flat = unit.flatten().clone()
+        assert flat.numel() >= values.numel(), "input too small for the special values"
+        flat[: values.numel()] = values
+        unit.copy_(flat.view(unit.shape))
+    return x
+
+
+def _run(backend, x_base, params, channel_dim, grad_y, transform=None):
+    """Forward and backward of one backend; gradients w.r.t. x_base and the parameters."""
+    leaf = x_base.detach().clone().requires_grad_()
+    ps = [p.detach().clone().requires_grad_() for p in params]
+    x = transform(leaf) if transform is not None else leaf
+    y = pwlu(x, *ps, channel_dim=channel_dim, backend=backend)
+    y.backward(grad_y)
+    return x, y.detach(), [leaf.grad, *(p.grad for p in ps)]
+
+
+def _sum_tolerances(x, params, grad_y, n):
+    """Absolute tolerances of the five parameter gradients for float32 sums over x.
+
+    Each gradient is a sum over the unit's elements of ``g * df/dparam``; rounding errors of
+    such sums grow like ``sqrt(numel)`` (random walk) times the largest term. Measured here:
+    errors about 1e-5 where these tolerances are about 1e-3.
+    """
+    numel = max(x.numel(), 1)
+    g = grad_y.double().abs().max().item() if grad_y.numel() else 0.0
+    bl, br, kl, kr = (params[k].double().reshape(-1) for k in (0, 1, 3, 4))
+    heights = params[2].double().reshape(-1, n + 1)
+    k_in = (heights[:, 1:] - heights[:, :-1]).abs() * (n / (br - bl))[:, None]
+    k_max = max(k_in.max().item(), kl.abs().max().item(), kr.abs().max().item(), 1.0)
+    finite = x.double()[torch.isfinite(x.double())]
+    reach = (finite.abs().max().item() if finite.numel() else 0.0) + 2.0
+    per_sum = 4 * _EPS32 * math.sqrt(numel) * g
+    return (per_sum * k_max, per_sum * k_max, per_sum, per_sum * reach, per_sum * reach)
+
+
+def _check(x_base, params, channel_dim, *, transform=None, grad_y=None, rtol, atol, sum_atol=None):
+    """Triton (through pwlu's dispatch) against the reference: output and all six gradients."""
+    if grad_y is None:
+        shape = (transform(x_base) if transform else x_base).shape
+        gen = torch.Generator().manual_seed(12345)
+        grad_y = torch.randn(shape, generator=gen, dtype=torch.float64).to(x_base.dtype)
+    x_ref, y_ref, g_ref = _run("reference", x_base, params, channel_dim, grad_y, transform)
+    x_tri, y_tri, g_tri = _run("triton", x_base, params, channel_dim, grad_y, transform)
+
+    assert y_tri.dtype == x_tri.dtype and y_tri.shape == x_tri.shape
+    if x_tri.numel() and _dense(x_tri):
+        assert y_tri.stride() == x_tri.stride(), (y_tri.stride(), x_tri.stride())
+    torch.testing.assert_close(
+        y_tri, y_ref, rtol=rtol, atol=atol, equal_nan=True, msg=lambda m: f"output: {m}"
+    )
+    names = ("x", *_PARAM_NAMES)
+    n = params[2].shape[-1] - 1
+    sum_atols = sum_atol or _sum_tolerances(x_tri.detach(), params, grad_y, n)
+    for k, (name, got, want) in enumerate(zip(names, g_tri, g_ref, strict=True)):
+        assert got is not None, f"no gradient for {name}"
+        assert got.dtype == want.dtype and got.shape == want.shape, (name, got.dtype, want.dtype)
+        tol = atol if k == 0 else max(atol, sum_atols[k - 1])
+        torch.testing.assert_close(
+            got,
+            want,
+            rtol=rtol,
+            atol=tol,
+            equal_nan=True,
+            msg=lambda m, name=name: f"grad of {name}: {m}",
+        )
+
+
+def _dense(t):
+    """Gap-free, non-overlapping memory (written independently of pwlu_triton._is_dense)."""
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride(), strict=True), key=lambda s: s[1]):
+        if size != 1:
+            if stride != expected:
+                return False
+            expected *= size
+    return True
+
+
+F64 = {"rtol": 1e-10, "atol": 1e-10, "sum_atol": (1e-10,) * 5}
+F32 = {"rtol": 1e-5, "atol": 1e-5}
+
+
+# --------------------------------------------------------------------------------------------
+# Interpreted checks: the kernels on CPU under TRITON_INTERPRET=1
+# --------------------------------------------------------------------------------------------
+
+
+def _interpreter_is_on():
+    from triton.runtime.jit import JITFunction
+
+    from pwlu_det.layers import pwlu_op, pwlu_triton
+
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    assert pwlu_triton.available(), pwlu_triton.unavailable_reason()
+    assert pwlu_triton.unavailable_reason() == ""
+    assert not isinstance(pwlu_triton._pwlu_forward_kernel, JITFunction)
+    assert pwlu_op.resolve_backend("triton", torch.zeros(1)) == "triton"
+
+
+_register(INTERPRETED, "interpreter_is_on", _interpreter_is_on)
+
+
+def _grid_case(n, dtype, layerwise, channel_dim=1, shape=(2, 3, 12, 12)):
+    def case():
+        units = 1 if layerwise else shape[channel_dim]
+        params = _params(units, n, dtype, layerwise=layerwise, seed=n)
+        far = 1e3 if dtype == torch.float64 else 50.0
+        x = _input(shape, params, channel_dim, dtype, seed=100 + n, far=far)
+        _check(x, params, channel_dim, **(F64 if dtype == torch.float64 else F32))
+
+    return case
+
+
+for _n in (1, 2, 16, 64):
+    for _lw in (True, False):
+        _kind = "layerwise" if _lw else "channelwise"
+        _register(INTERPRETED, f"float64_{_kind}_N{_n}", _grid_case(_n, torch.float64, _lw))
+for _n in (2, 16):
+    for _lw in (True, False):
+        _kind = "layerwise" if _lw else "channelwise"
+        _register(INTERPRETED, f"float32_{_kind}_N{_n}", _grid_case(_n, torch.float32, _lw))
+_register(
+    INTERPRETED,
+    "float64_channel_dim_last",
+    _grid_case(16, torch.float64, False, channel_dim=3, shape=(2, 10, 11, 3)),
+)
+_register(
+    INTERPRETED,
+    "float32_channel_dim_last",
+    _grid_case(16, torch.float32, False, channel_dim=3, shape=(2, 10, 11, 3)),
+)
+_register(
+    INTERPRETED,
+    "float64_channel_dim_0_of_2d",
+    _grid_case(16, torch.float64, False, channel_dim=0, shape=(4, 80)),
+)
+
+
+def _rounding_sensitive_inputs(bl, br, n, dtype):
+    """Inputs near breakpoints whose interval under the reference's
+    ``p = (x - B_L) * (N / (B_R - B_L))`` differs from other ways of writing p."""
+    d = (br - bl) / n
+    i = torch.arange(n + 1, dtype=dtype)
+    x = bl + i * d
+    inf = torch.tensor(float("inf"), dtype=dtype)
+    around = [x]
+    up, down = x, x
+    for _ in range(16):  # 16 ulps either side of every breakpoint
+        up, down = torch.nextafter(up, inf), torch.nextafter(down, -inf)
+        around += [up, down]
+    x = torch.cat(around)
+    x = x[(x >= bl) & (x < br)]
+    p_ref = ((x - bl) * (n / (br - bl))).floor()
+    alternatives = [(x - bl) / d, (x - bl) * (1 / d), (x - bl) / (br - bl) * n]
+    differs = [x[(p.floor() != p_ref)] for p in alternatives]
+    return differs
+
+
+def _breakpoint_rounding():
+    """Bin choice at breakpoints follows the reference's exact order of operations (the
+    gradient in x is the slope of the chosen interval, so a different bin shows)."""
+    for dtype, tols in ((torch.float64, F64), (torch.float32, F32)):
+        # N = 12, not a power of two: N / D and 1 / (D / N) round differently.
+        params = _params(3, 12, dtype, layerwise=False, seed=27)
+        bl, br = params[0], params[1]
+        per_unit = [_rounding_sensitive_inputs(bl[c], br[c], 12, dtype) for c in range(3)]
+        for k in range(3):  # each alternative formula disagrees somewhere: the check has teeth
+            assert sum(u[k].numel() for u in per_unit) > 0, (dtype, k)
+        columns = [torch.cat(u) for u in per_unit]
+        width = max(c.numel() for c in columns)
+        x = torch.stack([torch.cat([c, c[:1].expand(width - c.numel())]) for c in columns])
+        _check(x, params, 0, **tols)
+
+
+_register(INTERPRETED, "breakpoint_rounding", _breakpoint_rounding)
+
+
+def _channels_last():
+    for layerwise in (False, True):
+        params = _params(4, 16, torch.float64, layerwise=layerwise, seed=3)
+        x = _input((2, 4, 7, 9), params, 1, torch.float64, seed=4)
+
+        def to_cl(t):
+            return t.to(memory_format=torch.channels_last)
+
+        assert to_cl(x).stride()[1] == 1
+        # grad_y contiguous while x is channels_last: the backward restrides it.
+        grad_y = torch.randn(2, 4, 7, 9, dtype=torch.float64)
+        _check(x, params, 1, transform=to_cl, grad_y=grad_y, **F64)
+        _check(x, params, 1, transform=to_cl, grad_y=to_cl(grad_y), **F64)
+    # float32 channels_last
+    params = _params(4, 16, torch.float32, layerwise=False, seed=5)
+    x = _input((2, 4, 7, 9), params, 1, torch.float32, seed=6, far=50.0)
+    _check(x, params, 1, transform=lambda t: t.to(memory_format=torch.channels_last), **F32)
+
+
+_register(INTERPRETED, "channels_last", _channels_last)
+
+
+def _views():
+    params = _params(5, 16, torch.float64, layerwise=False, seed=7)
+    base = _input((3, 5, 8, 12), params, 1, torch.float64, seed=8)
+    # A permutation (dense, channel stride 8*12 -> dim 3): runs natively.
+    permuted = _input((3, 8, 12, 5), params, 3, torch.float64, seed=9)
+    _check(permuted, params, 1, transform=lambda t: t.permute(0, 3, 1, 2), **F64)
+    # Strided slice (not dense): made contiguous first.
+    _check(base, params, 1, transform=lambda t: t[:, :, ::2, 1:], **F64)
+    # A dense view with a storage offset.
+    _check(base, params, 1, transform=lambda t: t[1:], **F64)
+    # Expanded input (stride 0, overlapping).
+    small = _input((1, 5, 8, 12), params, 1, torch.float64, seed=10)
+    _check(small, params, 1, transform=lambda t: t.expand(2, 5, 8, 12), **F64)
+    # Layer-wise on a transposed 2-D view and on a 1-D tensor (channel_dim ignored).
+    lw = _params(1, 16, torch.float64, layerwise=True, seed=11)
+    _check(_input((12, 20), lw, 1, torch.float64, seed=12), lw, 1, transform=lambda t: t.t(), **F64)
+    _check(_input((130,), lw, 1, torch.float64, seed=13), lw, 1, **F64)
+
+
+_register(INTERPRETED, "views_and_layouts", _views)
+
+
+def _empty():
+    for layerwise in (False, True):
+        params = _params(3, 16, torch.float32, layerwise=layerwise, seed=14)
+        for shape in ((0, 3, 5), (2, 3, 0)):
+            x = torch.empty(shape)
+            _, y, grads = _run("triton", x, params, 1, torch.empty(shape))
+            assert y.shape == shape and y.dtype == torch.float32
+            for g, p in zip(grads[1:], params, strict=True):
+                assert g.shape == p.shape and g.dtype == p.dtype and bool((g == 0).all())
+            _check(x, params, 1, grad_y=torch.empty(shape), **F32)
+
+
+_register(INTERPRETED, "empty_tensor", _empty)
+
+
+def _nan_inf():
+    specials = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.3, -3.0, 3.0])
+    for dtype in (torch.float64, torch.float32):
+        for layerwise in (True, False):
+            # Unit 0 has K_L = 0 (ReLU-like): f(-inf) = Y_0 + (-inf) * 0 = NaN, as in IEEE.
+            params = _params(3, 16, dtype, layerwise=layerwise, seed=15, left_slope=0.0)
+            x = _input((2, 3, 4, 5), params, 1, dtype, seed=16, special=False)
+            x[0, :, 0, :] = specials[:5].to(dtype)
+            x[1, :, 1, :3] = specials[:3].to(dtype)
+            _check(x, params, 1, **(F64 if dtype == torch.float64 else F32))
+            # And the NaN pattern is really there (the check above is not vacuous).
+            _, y, grads = _run("triton", x, params, 1, torch.ones_like(x))
+            assert bool(y[0, :, 0, 0].isnan().all()) and bool(y[0, 0, 0, 2].isnan())
+            assert bool(grads[1].isnan().all()) and bool(grads[2].isnan().all())
+            assert bool(torch.isfinite(grads[0]).all())
+
+
+_register(INTERPRETED, "nan_and_inf", _nan_inf)
+
+
+def _half_precision():
+    for dtype, tol in ((torch.float16, 1e-3), (torch.bfloat16, 8e-3)):
+        for layerwise in (True, False):
+            params = _params(3, 16, torch.float32, layerwise=layerwise, seed=17)
+            x = _input((2, 3, 6, 7), params, 1, torch.float32, seed=18, special=False).to(dtype)
+            grad_y = torch.randn(2, 3, 6, 7).to(dtype)
+            sums = _sum_tolerances(x, params, grad_y, 16)
+            _check(
+                x,
+                params,
+                1,
+                grad_y=grad_y,
+                rtol=tol,
+                atol=tol,
+                sum_atol=tuple(max(s, 1e-4) for s in sums),
+            )
+            _, y, grads = _run("triton", x, params, 1, grad_y)
+            assert y.dtype == dtype and grads[0].dtype == dtype
+            assert all(g.dtype == torch.float32 for g in grads[1:])
+
+
+_register(INTERPRETED, "float16_bfloat16_input", _half_precision)
+
+
+def _mixed_param_dtypes():
+    # float32 x with float64 parameters: computed in float32, gradients in float64.
+    params = _params(3, 16, torch.float64, layerwise=False, seed=19)
+    x = _input((2, 3, 8, 9), params, 1, torch.float32, seed=20, far=50.0)
+    _check(x, params, 1, **F32)
+    # float64 x with float32 parameters: computed in float64, gradients in float32.
+    params32 = [p.float() for p in params]
+    x64 = _input((2, 3, 8, 9), params32, 1, torch.float64, seed=21)
+    _check(x64, params32, 1, rtol=1e-6, atol=1e-6, sum_atol=(1e-5,) * 5)
+
+
+_register(INTERPRETED, "mixed_parameter_dtypes", _mixed_param_dtypes)
+
+
+def _many_programs():
+    """Tiny blocks, so that grids have many programs, the backward loops over row blocks,
+    tiles have ragged edges, and (forced) 64-bit indexing runs."""
+    from pwlu_det.layers import pwlu_triton as pt
+
+    saved = {
+        k: getattr(pt, k)
+        for k in (
+            "_FORWARD_BLOCK",
+            "_BACKWARD_TILE",
+            "_MAX_BLOCK_C",
+            "_BACKWARD_MAX_PROGRAMS",
+            "_INT32_MAX",
+        )
+    }
+    try:
+        pt._FORWARD_BLOCK, pt._BACKWARD_TILE, pt._MAX_BLOCK_C = 64, 32, 4
+        pt._BACKWARD_MAX_PROGRAMS = 3
+        cases = [  # (shape, channel_dim, layerwise, transform)
+            ((2, 6, 5, 7), 1, False, None),  # NCHW, inner 35: two inner blocks
+            ((2, 6, 5, 7), 1, False, lambda t: t.to(memory_format=torch.channels_last)),
+            ((2, 6, 5, 7), 1, True, None),
+            ((9, 10, 2), 1, False, None),  # inner 2: tiles span rows, channels and positions
+        ]
+        for int32_max in (saved["_INT32_MAX"], 0):
+            pt._INT32_MAX = int32_max
+            for shape, cd, layerwise, transform in cases:
+                units = 1 if layerwise else shape[cd]
+                params = _params(units, 16, torch.float64, layerwise=layerwise, seed=22)
+                x = _input(shape, params, cd, torch.float64, seed=23, special=False)
+                xv = transform(x) if transform else x
+                outer, channels, inner = pt._memory_view(xv, units, cd)
+                tiling = pt._backward_tiling(outer, channels, inner)
+                assert tiling.r_blocks_per_program > 1, tiling
+                _check(x, params, cd, transform=transform, **F64)
+    finally:
+        for k, v in saved.items():
+            setattr(pt, k, v)
+
+
+_register(INTERPRETED, "many_programs_and_int64_indexing", _many_programs)
+
+
+def _finite_differences():
+    """An oracle independent of the reference: gradcheck on the triton op, away from kinks."""
+    gen = torch.Generator().manual_seed(24)
+    f64 = torch.float64
+    bl = torch.tensor([-1.0, -0.5], dtype=f64)
+    br = torch.tensor([1.0, 1.5], dtype=f64)
+    heights = torch.randn(2, 5, generator=gen, dtype=f64)
+    kl = torch.tensor([0.2, -0.3], dtype=f64)
+    kr = torch.tensor([1.1, 0.7], dtype=f64)
+    # Interval midpoints of both units, plus outer points: no element within 1e-3 of a kink.
+    x = (
+        torch.tensor(
+            [[-3.0, -0.75, -0.25, 0.25, 0.75, 2.5], [-2.0, -0.25, 0.25, 0.75, 1.25, 4.0]], dtype=f64
+        )
+        .t()
+        .contiguous()
+    )  # (6, 2): channel_dim 1
+
+    def f(x, bl, br, h, kl, kr):
+        return pwlu(x, bl, br, h, kl, kr, channel_dim=1, backend="triton")
+
+    inputs = [t.clone().requires_grad_() for t in (x, bl, br, heights, kl, kr)]
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+_register(INTERPRETED, "gradcheck_finite_differences", _finite_differences)
+
+
+def _saves_only_x_and_params():
+    params = [p.requires_grad_() for p in _params(3, 16, torch.float32, layerwise=False, seed=25)]
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = pwlu(x, *params, channel_dim=1, backend="triton")
+    assert len(saved) == 6, [tuple(t.shape) for t in saved]
+    for got, want in zip(saved, (x, *params), strict=True):
+        assert got.data_ptr() == want.data_ptr() and got.shape == want.shape
+    y.sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in params)
+
+
+_register(INTERPRETED, "autograd_saves_only_x_and_parameters", _saves_only_x_and_params)
+
+
+def _direct_ops():
+    ops = torch.ops.pwlu_det
+    params = _params(3, 4, torch.float64, layerwise=False, seed=26)
+    canonical = [p.reshape(3, -1) if p.dim() == 2 else p.reshape(3) for p in params]
+    x = torch.randn(2, 3, 5, dtype=torch.float64)
+    y = ops.pwlu_triton_forward(x, *canonical, 1)
+    torch.testing.assert_close(y, pwlu_reference(x, *params, channel_dim=1), rtol=0, atol=1e-12)
+    grads = ops.pwlu_triton_backward(torch.ones_like(x), x, *canonical, 1)
+    assert len(grads) == 6 and grads[0].shape == x.shape and grads[3].shape == (3, 5)
+    for bad in (
+        lambda: ops.pwlu_triton_forward(x, *canonical, 2),  # x.shape[2] = 5 != 3 units
+        lambda: ops.pwlu_triton_forward(x, canonical[0][:2], *canonical[1:], 1),
+        lambda: ops.pwlu_triton_forward(x, *canonical[:2], canonical[2][:, :1], *canonical[3:], 1),
+        lambda: ops.pwlu_triton_backward(torch.ones(2, 3), x, *canonical, 1),
+    ):
+        try:
+            bad()
+        except (ValueError, RuntimeError):
+            continue
+        raise AssertionError("bad canonical arguments were accepted")
+
+
+_register(INTERPRETED, "direct_ops_and_argument_checks", _direct_ops)
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled-mode checks (no interpreter): what torch.compile / torch.export trace
+# --------------------------------------------------------------------------------------------
+
+
+def _fake_tensors():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from triton.runtime.jit import JITFunction
+
+    from pwlu_det.layers import pwlu_triton
+
+    assert isinstance(pwlu_triton._pwlu_forward_kernel, JITFunction)
+    ops = torch.ops.pwlu_det
+    with FakeTensorMode():
+        for memory_format in (torch.contiguous_format, torch.channels_last):
+            for dtype in (torch.float32, torch.bfloat16):
+                x = torch.empty(2, 4, 3, 5, device="cuda", dtype=dtype)
+                x = x.to(memory_format=memory_format)
+                vec = torch.empty(4, device="cuda")
+                heights = torch.empty(4, 17, device="cuda", dtype=torch.float64)
+                params = (vec, vec, heights, vec, vec)
+                y = ops.pwlu_triton_forward(x, *params, 1)
+                assert (y.shape, y.stride(), y.dtype, y.device) == (
+                    x.shape,
+                    x.stride(),
+                    x.dtype,
+                    x.device,
+                )
+                grads = ops.pwlu_triton_backward(y, x, *params, 1)
+                assert grads[0].shape == x.shape and grads[0].dtype == dtype
+                for g, p in zip(grads[1:], params, strict=True):
+                    assert (g.shape, g.dtype, g.device) == (p.shape, p.dtype, p.device)
+
+
+_register(COMPILED, "fake_tensor_shapes_strides_dtypes", _fake_tensors)
+
+
+# --------------------------------------------------------------------------------------------
+# pytest side
+# --------------------------------------------------------------------------------------------
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(extra)
+    return env
+
+
+def _run_group(group: str, env: dict[str, str]) -> dict[str, str | None]:
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), group],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith(_VERDICT):
+            return json.loads(line[len(_VERDICT) :])
+    raise AssertionError(
+        f"the {group} checks crashed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    )
+
+
+@pytest.fixture(scope="module")
+def interpreted_verdicts() -> dict[str, str | None]:
+    return _run_group("interpreted", _child_env(TRITON_INTERPRET="1"))
+
+
+@pytest.fixture(scope="module")
+def compiled_verdicts() -> dict[str, str | None]:
+    return _run_group("compiled", _child_env())
+
+
+@pytest.mark.parametrize("name", list(INTERPRETED))
+def test_interpreted(name: str, interpreted_verdicts: dict[str, str | None]) -> None:
+    assert name in interpreted_verdicts, f"{name} did not run"
+    if interpreted_verdicts[name] is not None:
+        pytest.fail(interpreted_verdicts[name], pytrace=False)
+
+
+@pytest.mark.parametrize("name", list(COMPILED))
+def test_compiled_mode(name: str, compiled_verdicts: dict[str, str | None]) -> None:
+    assert name in compiled_verdicts, f"{name} did not run"
+    if compiled_verdicts[name] is not None:
+        pytest.fail(compiled_verdicts[name], pytrace=False)
+
+
+def test_aot_compile_sm80_sm90(tmp_path: Path) -> None:
+    """Real cubin for every kernel variant on sm_80 and sm_90, no GPU, no spills."""
+    env = _child_env(TRITON_CACHE_DIR=str(tmp_path / "triton-cache"))  # really compile
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "compile_triton_kernels.py"), "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    builds = json.loads(proc.stdout)
+    kernels = {b["kernel"] for b in builds}
+    assert kernels == {"_pwlu_forward_kernel", "_pwlu_backward_kernel"}
+    for arch in (80, 90):
+        variants = [b for b in builds if b["arch"] == arch]
+        assert {b["kernel"] for b in variants} == kernels
+        assert len(variants) == len(builds) // 2
+    for b in builds:
+        assert b["cubin_bytes"] > 0, b
+        assert b["registers"] is not None and 0 < b["registers"] <= 128, b
+        assert (b["spill_stores"], b["spill_loads"]) == (0, 0), b
+    assert list(tmp_path.joinpath("triton-cache").rglob("*.cubin")), "nothing was compiled"
+
+
+# --------------------------------------------------------------------------------------------
+# Child-process entry point
+# --------------------------------------------------------------------------------------------
+
+
+def _main(group: str) -> None:
+    cases = {"interpreted": INTERPRETED, "compiled": COMPILED}[group]
+    verdicts: dict[str, str | None] = {}
+    for name, case in cases.items():
+        torch.manual_seed(0)
+        try:
+            case()
+        except Exception:
+            verdicts[name] = traceback.format_exc()
+        else:
+            verdicts[name] = None
+    print(_VERDICT + json.dumps(verdicts))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1])
