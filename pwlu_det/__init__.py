@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from . import modeling  # noqa: E402, F401  (registers the backbones, heads, meta-architectures)
 from .config import add_pwlu_config, validate_pwlu_config  # noqa: E402
 from .layers import PWLU, pwlu  # noqa: E402
 

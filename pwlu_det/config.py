@@ -6,13 +6,21 @@ from detectron2.config import CfgNode as CN
 
 from pwlu_det.layers.pwlu_module import REALIGN_MODES
 
+ACTIVATIONS = ("PWLU", "Swish", "SiLU", "ReLU")
+SCOPES = ("backbone", "all")
+
 __all__ = ["add_pwlu_config", "validate_pwlu_config"]
 
 GRANULARITIES = ("channel", "layer")
 
 
 def add_pwlu_config(cfg: CN) -> None:
-    """Add the ``MODEL.PWLU`` keys, with their defaults, to ``cfg`` (in place)."""
+    """Add the ``MODEL.ACTIVATION`` and ``MODEL.PWLU`` keys, with defaults, to ``cfg``."""
+    cfg.MODEL.ACTIVATION = CN()
+    # Activation of the pwlu_det backbones and heads: "PWLU", "Swish" (= "SiLU") or "ReLU".
+    cfg.MODEL.ACTIVATION.NAME = "PWLU"
+    # Where it is used: "backbone" (ResNet + FPN; heads keep ReLU) or "all" (backbone + heads).
+    cfg.MODEL.ACTIVATION.SCOPE = "all"
     cfg.MODEL.PWLU = CN()
     # N: number of uniform intervals between the bounds (paper default 16).
     cfg.MODEL.PWLU.NUM_INTERVALS = 16
@@ -51,8 +59,17 @@ def validate_pwlu_config(cfg: CN) -> None:
         KeyError: ``add_pwlu_config`` was not called on ``cfg``.
         ValueError: a value is out of range or of the wrong type.
     """
-    if "PWLU" not in cfg.MODEL:
+    if "PWLU" not in cfg.MODEL or "ACTIVATION" not in cfg.MODEL:
         raise KeyError("cfg has no MODEL.PWLU: call pwlu_det.add_pwlu_config(cfg) first")
+    if cfg.MODEL.ACTIVATION.NAME not in ACTIVATIONS:
+        raise ValueError(
+            f"MODEL.ACTIVATION.NAME = {cfg.MODEL.ACTIVATION.NAME!r} is invalid: "
+            f"one of {ACTIVATIONS}"
+        )
+    if cfg.MODEL.ACTIVATION.SCOPE not in SCOPES:
+        raise ValueError(
+            f"MODEL.ACTIVATION.SCOPE = {cfg.MODEL.ACTIVATION.SCOPE!r} is invalid: one of {SCOPES}"
+        )
     c = cfg.MODEL.PWLU
     if not isinstance(c.NUM_INTERVALS, int) or c.NUM_INTERVALS < 1:
         _fail("NUM_INTERVALS", c.NUM_INTERVALS, "an integer >= 1")

@@ -4,17 +4,37 @@ import math
 
 import pytest
 import torch
+from detectron2 import model_zoo
+from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 from detectron2.utils.events import EventStorage
 
 from pwlu_det.data import make_synthetic_batch
-from pwlu_det.engine.smoke import zoo_config
 
 CONFIGS = {
     "mask_rcnn": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
     "retinanet": "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
 }
+
+
+def zoo_config(config_path: str, num_classes: int = 3, min_size: int = 128):
+    """A CPU, no-weights config from Detectron2's bundled config, sized for small inputs."""
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file(config_path))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    # Without pre-trained weights FrozenBN normalises nothing and activations overflow.
+    cfg.MODEL.RESNETS.NORM = "GN"
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
+    cfg.MODEL.RETINANET.NUM_CLASSES = num_classes
+    cfg.INPUT.MIN_SIZE_TRAIN = (min_size,)
+    cfg.INPUT.MIN_SIZE_TEST = min_size
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 200
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 64
+    return cfg
+
+
 EXPECTED_LOSSES = {
     "mask_rcnn": {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask"},
     "retinanet": {"loss_cls", "loss_box_reg"},
@@ -57,8 +77,6 @@ def test_one_training_step_and_inference(arch):
 
 
 def test_model_zoo_configs_are_installed():
-    from detectron2 import model_zoo
-
     for path in CONFIGS.values():
         cfg_file = model_zoo.get_config_file(path)
         assert cfg_file.endswith(path)

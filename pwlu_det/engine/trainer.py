@@ -8,7 +8,8 @@ Differences from ``DefaultTrainer``, each the smallest override that does it:
 - multi-process training on CPU: Detectron2 v0.6 gives ``DistributedDataParallel`` a
   ``device_ids`` argument, which CPU modules reject; it is dropped for CPU models;
 - resume: v0.6's ``DefaultTrainer`` checkpoints neither the optimizer state (momentum) nor the
-  AMP grad scaler, so a resumed run diverged from an uninterrupted one; they are saved here.
+  AMP grad scaler, so a resumed run diverged from an uninterrupted one; they are saved here;
+- checkpoints are written atomically (:class:`AtomicDetectionCheckpointer`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import weakref
 
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator
 
+from .checkpoint import AtomicDetectionCheckpointer
 from .optimizer import build_pwlu_optimizer
 from .realign_hook import PWLURealignHook
 
@@ -82,6 +85,11 @@ class PWLUTrainer(DefaultTrainer):
         return build_pwlu_optimizer(cfg, model)
 
     def build_hooks(self):
+        # DefaultTrainer made its checkpointer just before calling build_hooks; the
+        # PeriodicCheckpointer built below must get the atomic one.
+        self.checkpointer = AtomicDetectionCheckpointer(
+            self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
         realign = PWLURealignHook(
             self.model, self.cfg.MODEL.PWLU.STATISTICS_ITERS, self.cfg.MODEL.PWLU.REALIGN_MODE
         )

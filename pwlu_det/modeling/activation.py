@@ -1,0 +1,79 @@
+"""One activation factory for every model part: PWLU, Swish (SiLU) or ReLU, chosen by config.
+
+The backbone and head code asks a factory for "an activation for C channels" wherever
+Detectron2 puts a ReLU; the config alone decides which one, so the PWLU, Swish and ReLU models
+differ only in their activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from detectron2.config import CfgNode
+from torch import nn
+
+from pwlu_det.config import ACTIVATIONS
+from pwlu_det.layers import PWLU
+
+__all__ = ["RELU", "ActivationFactory", "activation_factory"]
+
+
+class ActivationFactory:
+    """Builds activation modules: ``factory(num_channels)`` returns a new module.
+
+    Args:
+        name: ``"PWLU"``, ``"Swish"`` (= ``"SiLU"``) or ``"ReLU"``.
+        pwlu_kwargs: keyword arguments of :class:`PWLU` besides ``num_channels``; with
+            ``channel_wise=False`` in them removed and turned into layer-wise units.
+        channel_wise: PWLU granularity (one unit per channel, or one per layer).
+    """
+
+    def __init__(self, name: str = "ReLU", channel_wise: bool = True, **pwlu_kwargs):
+        if name not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {name!r}: expected one of {ACTIVATIONS}")
+        self.name = name
+        self.channel_wise = channel_wise
+        self.pwlu_kwargs = pwlu_kwargs
+
+    def __call__(self, num_channels: int, channel_dim: int = 1) -> nn.Module:
+        """A new activation module for inputs with ``num_channels`` channels in ``channel_dim``."""
+        if self.name == "ReLU":
+            return nn.ReLU(inplace=True)
+        if self.name in ("Swish", "SiLU"):
+            return nn.SiLU(inplace=True)
+        return PWLU(
+            num_channels if self.channel_wise else None,
+            channel_dim=channel_dim,
+            **self.pwlu_kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return f"ActivationFactory({self.name!r})"
+
+
+RELU = ActivationFactory("ReLU")  # Detectron2's activation: the default of every head
+
+
+def activation_factory(cfg: CfgNode, part: str) -> Callable[..., nn.Module]:
+    """The activation factory of a model part, from ``MODEL.ACTIVATION`` and ``MODEL.PWLU``.
+
+    Args:
+        cfg: a config with :func:`pwlu_det.add_pwlu_config` keys.
+        part: ``"backbone"`` (ResNet and FPN) or ``"head"`` (RPN, box, mask, RetinaNet heads).
+            With ``MODEL.ACTIVATION.SCOPE == "backbone"`` the heads keep ReLU.
+    """
+    if part not in ("backbone", "head"):
+        raise ValueError(f"part must be 'backbone' or 'head', got {part!r}")
+    name = cfg.MODEL.ACTIVATION.NAME
+    if part == "head" and cfg.MODEL.ACTIVATION.SCOPE == "backbone":
+        name = "ReLU"
+    p = cfg.MODEL.PWLU
+    return ActivationFactory(
+        name,
+        channel_wise=p.GRANULARITY == "channel",
+        num_intervals=p.NUM_INTERVALS,
+        momentum=p.MOMENTUM,
+        bound_std=p.BOUND_STD,
+        init_bound=p.INIT_BOUND,
+        min_width=p.MIN_WIDTH,
+    )

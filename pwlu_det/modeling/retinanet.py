@@ -1,0 +1,52 @@
+"""RetinaNet with the configured activation in its head subnets.
+
+Detectron2 has no registry for RetinaNet heads: ``RetinaNet.from_config`` builds
+``RetinaNetHead`` directly. ``ActRetinaNet`` is a registered meta-architecture that overrides
+only ``from_config`` to put an :class:`ActRetinaNetHead` in its place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
+from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
+from torch import nn
+
+from .activation import RELU, activation_factory
+
+__all__ = ["ActRetinaNet", "ActRetinaNetHead"]
+
+
+class ActRetinaNetHead(RetinaNetHead):
+    """RetinaNetHead with the configured activation after each conv of both subnets."""
+
+    @configurable
+    def __init__(self, *, activation: Callable[[int], nn.Module] = RELU, **kwargs):
+        super().__init__(**kwargs)
+        for subnet in (self.cls_subnet, self.bbox_subnet):
+            channels = None
+            for index, module in enumerate(subnet):
+                if isinstance(module, nn.Conv2d):
+                    channels = module.out_channels
+                elif isinstance(module, nn.ReLU):
+                    subnet[index] = activation(channels)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["activation"] = activation_factory(cfg, "head")
+        return ret
+
+
+@META_ARCH_REGISTRY.register()
+class ActRetinaNet(RetinaNet):
+    """RetinaNet whose head is an :class:`ActRetinaNetHead`."""
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        shapes = ret["backbone"].output_shape()
+        ret["head"] = ActRetinaNetHead(cfg, [shapes[f] for f in cfg.MODEL.RETINANET.IN_FEATURES])
+        return ret
