@@ -15,7 +15,7 @@ from torch import nn
 from pwlu_det.config import ACTIVATIONS
 from pwlu_det.layers import PWLU
 
-__all__ = ["RELU", "ActivationFactory", "activation_factory"]
+__all__ = ["RELU", "ActivationFactory", "HeadActivationMixin", "activation_factory"]
 
 
 class ActivationFactory:
@@ -77,3 +77,17 @@ def activation_factory(cfg: CfgNode, part: str) -> Callable[..., nn.Module]:
         init_bound=p.INIT_BOUND,
         min_width=p.MIN_WIDTH,
     )
+
+
+class HeadActivationMixin:
+    """Adds ``activation=activation_factory(cfg, "head")`` to a head's ``from_config``.
+
+    Put it first among the bases of a Detectron2 head subclass whose ``__init__`` takes an
+    ``activation`` argument.
+    """
+
+    @classmethod
+    def from_config(cls, cfg, *args, **kwargs):
+        ret = super().from_config(cfg, *args, **kwargs)
+        ret["activation"] = activation_factory(cfg, "head")
+        return ret

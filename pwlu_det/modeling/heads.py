@@ -19,7 +19,7 @@ from detectron2.modeling.roi_heads.mask_head import (
 )
 from torch import nn
 
-from .activation import RELU, activation_factory
+from .activation import RELU, HeadActivationMixin
 
 __all__ = ["ActFastRCNNConvFCHead", "ActMaskRCNNConvUpsampleHead", "ActRPNHead"]
 
@@ -27,7 +27,7 @@ Factory = Callable[[int], nn.Module]
 
 
 @RPN_HEAD_REGISTRY.register()
-class ActRPNHead(StandardRPNHead):
+class ActRPNHead(HeadActivationMixin, StandardRPNHead):
     """StandardRPNHead with the configured activation after its shared 3x3 conv(s)."""
 
     @configurable
@@ -37,15 +37,9 @@ class ActRPNHead(StandardRPNHead):
         for conv in convs:
             conv.activation = activation(conv.out_channels)
 
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        ret = super().from_config(cfg, input_shape)
-        ret["activation"] = activation_factory(cfg, "head")
-        return ret
-
 
 @ROI_BOX_HEAD_REGISTRY.register()
-class ActFastRCNNConvFCHead(FastRCNNConvFCHead):
+class ActFastRCNNConvFCHead(HeadActivationMixin, FastRCNNConvFCHead):
     """FastRCNNConvFCHead with the configured activation after every conv and fc."""
 
     @configurable
@@ -56,15 +50,9 @@ class ActFastRCNNConvFCHead(FastRCNNConvFCHead):
         for k, fc in enumerate(self.fcs):
             self.add_module(f"fc_relu{k + 1}", activation(fc.out_features))  # same slot
 
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        ret = super().from_config(cfg, input_shape)
-        ret["activation"] = activation_factory(cfg, "head")
-        return ret
-
 
 @ROI_MASK_HEAD_REGISTRY.register()
-class ActMaskRCNNConvUpsampleHead(MaskRCNNConvUpsampleHead):
+class ActMaskRCNNConvUpsampleHead(HeadActivationMixin, MaskRCNNConvUpsampleHead):
     """MaskRCNNConvUpsampleHead with the configured activation after every conv and the deconv."""
 
     @configurable
@@ -73,9 +61,3 @@ class ActMaskRCNNConvUpsampleHead(MaskRCNNConvUpsampleHead):
         for conv in self.conv_norm_relus:
             conv.activation = activation(conv.out_channels)
         self.add_module("deconv_relu", activation(self.deconv.out_channels))  # same slot
-
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        ret = super().from_config(cfg, input_shape)
-        ret["activation"] = activation_factory(cfg, "head")
-        return ret

@@ -14,12 +14,12 @@ from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from torch import nn
 
-from .activation import RELU, activation_factory
+from .activation import RELU, HeadActivationMixin
 
 __all__ = ["ActRetinaNet", "ActRetinaNetHead"]
 
 
-class ActRetinaNetHead(RetinaNetHead):
+class ActRetinaNetHead(HeadActivationMixin, RetinaNetHead):
     """RetinaNetHead with the configured activation after each conv of both subnets."""
 
     @configurable
@@ -32,12 +32,6 @@ class ActRetinaNetHead(RetinaNetHead):
                     channels = module.out_channels
                 elif isinstance(module, nn.ReLU):
                     subnet[index] = activation(channels)
-
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        ret = super().from_config(cfg, input_shape)
-        ret["activation"] = activation_factory(cfg, "head")
-        return ret
 
 
 @META_ARCH_REGISTRY.register()
