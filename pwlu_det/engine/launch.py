@@ -5,6 +5,7 @@ Detectron2 v0.6's ``launch`` requires CUDA and NCCL; with CUDA available this de
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -84,6 +85,8 @@ def _cpu_worker(
     local_rank, main_func, world_size, per_machine, machine_rank, dist_url, args, timeout
 ):
     rank = machine_rank * per_machine + local_rank
+    # Share the cores: every process would otherwise start one thread per core.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_machine))
     dist.init_process_group(
         "gloo", init_method=dist_url, world_size=world_size, rank=rank, timeout=timeout
     )
