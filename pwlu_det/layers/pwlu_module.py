@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pwlu_inference import inference_tables, pwlu_inference
 from .pwlu_op import pwlu
 from .pwlu_reference import pwlu_reference
 
@@ -116,7 +117,35 @@ class PWLU(nn.Module):
         return tuple(getattr(self, name) for name in self.PARAM_NAMES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the unit to ``x`` (channel-wise: channels in dim ``channel_dim``)."""
+        """Apply the unit to ``x`` (channel-wise: channels in dim ``channel_dim``).
+
+        Under TorchScript scripting or tracing and ONNX export, the inference form in standard
+        ops is used (:meth:`forward_inference`); otherwise the fused op (and Phase I logic).
+        """
+        if torch.jit.is_scripting():
+            return self.forward_inference(x)
+        return self._forward_eager(x)
+
+    def forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """The unit in plain ops (scriptable, exportable), as evaluated at inference."""
+        if self._phase == 1:  # STATISTICS: exactly ReLU
+            return torch.relu(x)
+        slope, intercept = inference_tables(
+            self.left_bound, self.right_bound, self.heights, self.left_slope, self.right_slope
+        )
+        return pwlu_inference(
+            x,
+            self.left_bound.reshape(-1),
+            self.right_bound.reshape(-1),
+            slope,
+            intercept,
+            self.channel_dim,
+        )
+
+    @torch.jit.unused
+    def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return self.forward_inference(x)
         if self._phase == self.STATISTICS:
             if self.training:
                 self._update_statistics(x)
