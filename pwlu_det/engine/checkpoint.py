@@ -1,4 +1,5 @@
-"""A Detectron2 checkpointer whose files are never left half-written."""
+"""A Detectron2 checkpointer whose files are never left half-written, and which refuses
+checkpoints that do not fit the model."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from typing import IO, Any
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
+from fvcore.common.checkpoint import _strip_prefix_if_present
+from torch import nn
+
+from pwlu_det.checkpoint.loading import check_checkpoint_fits
 
 __all__ = ["AtomicDetectionCheckpointer", "atomic_write"]
 
@@ -33,12 +39,71 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
 
 
 class AtomicDetectionCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer that writes checkpoints and ``last_checkpoint`` atomically.
+    """DetectionCheckpointer that writes atomically and loads strictly.
 
-    Detectron2 writes both files in place: a crash during ``torch.save`` leaves a truncated
-    ``.pth``, and one while tagging leaves an empty ``last_checkpoint`` that ``--resume`` then
-    trips over. Local folders only; other ``save_dir`` URIs use Detectron2's writer.
+    Writing: Detectron2 writes checkpoints and ``last_checkpoint`` in place: a crash during
+    ``torch.save`` leaves a truncated ``.pth``, and one while tagging leaves an empty
+    ``last_checkpoint`` that ``--resume`` then trips over. Here both are written atomically
+    (local folders only; other ``save_dir`` URIs use Detectron2's writer).
+
+    Loading: Detectron2 skips tensors whose shape differs from the model's, and loads nothing
+    from an unrelated file, with only warnings in the log. With ``strict`` (the default) such a
+    checkpoint raises a ``ValueError`` before any weight is loaded; see
+    :func:`pwlu_det.checkpoint.check_checkpoint_fits`. PWLU state and heads absent from an
+    ImageNet backbone file are fine.
+
+    Args:
+        model: the model (a ``DistributedDataParallel`` wrapper is unwrapped).
+        save_dir: folder of the checkpoints and ``last_checkpoint``.
+        strict: refuse checkpoints that do not fit ``model``; False gives Detectron2's lenient
+            loading (e.g. to fine-tune a detector on a dataset with other classes).
+        save_to_disk, checkpointables: as for ``DetectionCheckpointer``.
     """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        save_dir: str = "",
+        *,
+        strict: bool = True,
+        save_to_disk: bool | None = None,
+        **checkpointables: Any,
+    ):
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.strict = strict
+        self._loading = "the checkpoint"
+
+    def _load_file(self, filename: str) -> dict[str, Any]:
+        self._loading = filename
+        return super()._load_file(filename)
+
+    def _load_model(self, checkpoint: dict[str, Any]):
+        if self.strict:
+            self._align_and_check(checkpoint)
+        return super()._load_model(checkpoint)
+
+    def _align_and_check(self, checkpoint: dict[str, Any]) -> None:
+        """Rename the checkpoint's keys as Detectron2 would, then check that it fits.
+
+        The renaming (``align_and_update_state_dicts`` for files with ``matching_heuristics``,
+        then the removal of a ``module.`` prefix) is the one ``DetectionCheckpointer`` and
+        fvcore apply when loading; it is done here, once, so that the check sees the keys that
+        will be loaded.
+        """
+        model_state = self.model.state_dict()
+        state = checkpoint["model"]
+        suffix_matching = bool(checkpoint.get("matching_heuristics", False))
+        if suffix_matching:
+            self._convert_ndarray_to_tensor(state)
+            state = align_and_update_state_dicts(
+                model_state, state, c2_conversion=checkpoint.get("__author__") == "Caffe2"
+            )
+            checkpoint["model"] = state
+            checkpoint["matching_heuristics"] = False  # aligned: load by name from here on
+        _strip_prefix_if_present(state, "module.")
+        check_checkpoint_fits(
+            model_state, state, suffix_matching=suffix_matching, source=self._loading
+        )
 
     def _is_local(self) -> bool:
         return "://" not in str(self.save_dir)

@@ -21,6 +21,7 @@ from detectron2.utils.logger import setup_logger
 from pwlu_det.config import add_pwlu_config, validate_pwlu_config
 from pwlu_det.data import SHAPES_SPLITS, check_dataset_files, register_shapes_datasets
 
+from .checkpoint import AtomicDetectionCheckpointer
 from .trainer import PWLUTrainer
 
 __all__ = ["argument_parser", "main", "setup"]
@@ -82,7 +83,7 @@ def main(args: argparse.Namespace) -> dict:
     cfg = setup(args)
     if args.eval_only:
         model = PWLUTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = PWLUTrainer.test(cfg, model)
