@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -13,6 +14,7 @@ from detectron2.data.datasets import register_coco_instances
 from pwlu_det.data import SHAPE_CLASSES, generate_shapes_split
 from pwlu_det.engine import PWLUTrainer
 from pwlu_det.engine.cli import argument_parser, main, setup
+from pwlu_det.export import export_model, load_model_for_export
 from pwlu_det.layers import PWLU
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.yaml")
@@ -99,6 +101,14 @@ def test_train_evaluate_eval_only_and_resume(tiny_shapes, tmp_path):
         assert again[task].keys() == results[task].keys()
         for key, value in results[task].items():
             assert again[task][key] == value or (math.isnan(value) and math.isnan(again[task][key]))
+
+    # The trained checkpoint exports to ONNX and matches PyTorch (onnxruntime).
+    model, _ = load_model_for_export(CONFIG, ["MODEL.WEIGHTS", weights])
+    image = torch.as_tensor(
+        cv2.imread(str(next((tiny_shapes / "shapes_tiny_val").iterdir()))).transpose(2, 0, 1).copy()
+    )
+    exported = export_model(model, image, str(tmp_path / "export"), "onnx", "tracing")
+    assert Path(exported.path).is_file()
 
     # A fresh run into the same folder is refused; --resume continues at iteration 16.
     with pytest.raises(FileExistsError, match="--resume"):
