@@ -21,6 +21,8 @@ from typing import Any
 
 from torch import nn
 
+from pwlu_det.layers.pwlu_module import PWLU
+
 __all__ = [
     "PWLU_STATE_NAMES",
     "ShapeMismatch",
@@ -34,19 +36,7 @@ logger = logging.getLogger(__name__)
 
 # Last component of the state-dict keys of a PWLU unit: absent from ReLU-pretrained files.
 # (A unit is recognised by its "heights": BatchNorm also has "running_mean".)
-PWLU_STATE_NAMES = frozenset(
-    {
-        "left_bound",
-        "right_bound",
-        "heights",
-        "left_slope",
-        "right_slope",
-        "running_mean",
-        "running_std",
-        "num_batches_tracked",
-        "phase",
-    }
-)
+PWLU_STATE_NAMES = frozenset(PWLU.STATE_NAMES)
 BACKBONE_PREFIX = "backbone."
 _SHOWN = 10  # keys listed in an error message before "... and N more"
 _TORCHVISION_KEY = re.compile(r"^(module\.)?layer[1-4]\.\d+\.")

@@ -65,6 +65,8 @@ class PWLU(nn.Module):
 
     INITIAL, STATISTICS, TRAINING = 0, 1, 2
     PARAM_NAMES = ("left_bound", "right_bound", "heights", "left_slope", "right_slope")
+    BUFFER_NAMES = ("running_mean", "running_std", "num_batches_tracked", "phase")
+    STATE_NAMES = PARAM_NAMES + BUFFER_NAMES  # the keys of a unit in a state dict
 
     def __init__(
         self,
