@@ -77,13 +77,6 @@ def _image() -> torch.Tensor:
     return _images(1, seed=3)[0]
 
 
-KNOWN_SCRIPTING_RETINANET = pytest.mark.xfail(
-    strict=True,
-    reason="open: scripted PWLU RetinaNet (random weights) has one detection that PyTorch "
-    "does not (median box difference 8e-6 px); not yet explained",
-)
-
-
 @pytest.mark.parametrize(
     ("arch", "fmt", "method"),
     [
@@ -91,7 +84,7 @@ KNOWN_SCRIPTING_RETINANET = pytest.mark.xfail(
         ("mask_rcnn", "torchscript", "scripting"),
         ("mask_rcnn", "onnx", "tracing"),
         ("retinanet", "torchscript", "tracing"),
-        pytest.param("retinanet", "torchscript", "scripting", marks=KNOWN_SCRIPTING_RETINANET),
+        ("retinanet", "torchscript", "scripting"),
         ("retinanet", "onnx", "tracing"),
     ],
 )

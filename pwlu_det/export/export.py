@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from detectron2.export import TracingAdapter, scripting_with_instances
 from detectron2.modeling import GeneralizedRCNN
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes
+from detectron2.utils.testing import convert_scripted_instances
 from torch import nn
 
 from pwlu_det.engine.checkpoint import atomic_write
@@ -201,7 +203,13 @@ def _export_scripted(model, image, path) -> dict[str, float]:
     atomic_write(path, lambda f: torch.jit.save(scripted, f))
     loaded = torch.jit.load(path)
     with torch.no_grad():
-        result = loaded.inference(inputs, do_postprocess=False)[0] if rcnn else loaded(inputs)[0]
+        if rcnn:
+            result = loaded.inference(inputs, do_postprocess=False)[0]
+        else:
+            # A scripted RetinaNet returns its raw results; eager mode post-processes them
+            # (clipping, and dropping empty boxes): do the same before comparing.
+            raw = convert_scripted_instances(loaded(inputs)[0])
+            result = detector_postprocess(raw, image.shape[1], image.shape[2])
     actual = {
         "boxes": result.pred_boxes.tensor,
         "scores": result.scores,

@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""CPU inference latency of exported PWLU, Swish and ReLU detectors, measured in one run.
+
+The three models differ only in their activation (same config, same random weights for the
+shared layers, same input); detection post-processing is made equal by keeping every detection
+(score threshold 0, at most TEST.DETECTIONS_PER_IMAGE). Prints, per model, the median latency
+of PyTorch eager, TorchScript (traced) and onnxruntime, and the ratio to Swish.
+
+Target: PWLU <= 1.10x Swish.
+
+Example::
+
+    .venv/bin/python tools/benchmark_export.py --threads 2 --repeats 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import onnxruntime
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+from pwlu_det import add_pwlu_config
+from pwlu_det.data import make_synthetic_batch
+from pwlu_det.export import export_model
+
+CONFIG = "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.yaml"
+ACTIVATIONS = ("Swish", "ReLU", "PWLU")
+
+
+def build(activation: str) -> torch.nn.Module:
+    cfg = get_cfg()
+    add_pwlu_config(cfg)
+    cfg.merge_from_file(CONFIG)
+    cfg.merge_from_list(["MODEL.ACTIVATION.NAME", activation,
+                         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0])
+    torch.manual_seed(0)
+    return build_model(cfg).eval()
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    image = make_synthetic_batch(1, 256, 256, num_classes=4, seed=0)[0]["image"]
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for activation in ACTIVATIONS:
+            model = build(activation)
+            ts = export_model(model, image, f"{tmp}/{activation}_ts", "torchscript", "tracing")
+            onnx = export_model(model, image, f"{tmp}/{activation}_onnx", "onnx", "tracing")
+            traced = torch.jit.load(ts.path)
+            session = onnxruntime.InferenceSession(onnx.path, options,
+                                                   providers=["CPUExecutionProvider"])
+            feed = {session.get_inputs()[0].name: image.numpy()}
+            with torch.no_grad():
+                rows[activation] = {
+                    "eager": median_ms(
+                        lambda m=model: m.inference([{"image": image}], do_postprocess=False),
+                        args.repeats),
+                    "torchscript": median_ms(lambda t=traced: t(image), args.repeats),
+                    "onnxruntime": median_ms(lambda s=session: s.run(None, feed), args.repeats),
+                    "detections": onnx.num_detections,
+                }
+    print(f"Mask R-CNN R18-FPN (demo config), one 256x256 image, {args.threads} threads, "
+          f"medians of {args.repeats}")
+    print(f"{'activation':<11}" + "".join(f"{k + ' ms':>16}{'x Swish':>9}"
+                                          for k in ("eager", "torchscript", "onnxruntime"))
+          + f"{'detections':>12}")
+    for activation, row in rows.items():
+        line = f"{activation:<11}"
+        for key in ("eager", "torchscript", "onnxruntime"):
+            line += f"{row[key]:>16.1f}{row[key] / rows['Swish'][key]:>9.2f}"
+        print(line + f"{row['detections']:>12}")
+
+
+if __name__ == "__main__":
+    main()
