@@ -38,8 +38,9 @@ def build(activation: str) -> torch.nn.Module:
     cfg = get_cfg()
     add_pwlu_config(cfg)
     cfg.merge_from_file(CONFIG)
-    cfg.merge_from_list(["MODEL.ACTIVATION.NAME", activation,
-                         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0])
+    cfg.merge_from_list(
+        ["MODEL.ACTIVATION.NAME", activation, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0]
+    )
     torch.manual_seed(0)
     return build_model(cfg).eval()
 
@@ -70,23 +71,31 @@ def main() -> None:
             ts = export_model(model, image, f"{tmp}/{activation}_ts", "torchscript", "tracing")
             onnx = export_model(model, image, f"{tmp}/{activation}_onnx", "onnx", "tracing")
             traced = torch.jit.load(ts.path)
-            session = onnxruntime.InferenceSession(onnx.path, options,
-                                                   providers=["CPUExecutionProvider"])
+            session = onnxruntime.InferenceSession(
+                onnx.path, options, providers=["CPUExecutionProvider"]
+            )
             feed = {session.get_inputs()[0].name: image.numpy()}
             with torch.no_grad():
                 rows[activation] = {
                     "eager": median_ms(
                         lambda m=model: m.inference([{"image": image}], do_postprocess=False),
-                        args.repeats),
+                        args.repeats,
+                    ),
                     "torchscript": median_ms(lambda t=traced: t(image), args.repeats),
-                    "onnxruntime": median_ms(lambda s=session: s.run(None, feed), args.repeats),
+                    "onnxruntime": median_ms(
+                        lambda s=session, f=feed: s.run(None, f), args.repeats
+                    ),
                     "detections": onnx.num_detections,
                 }
-    print(f"Mask R-CNN R18-FPN (demo config), one 256x256 image, {args.threads} threads, "
-          f"medians of {args.repeats}")
-    print(f"{'activation':<11}" + "".join(f"{k + ' ms':>16}{'x Swish':>9}"
-                                          for k in ("eager", "torchscript", "onnxruntime"))
-          + f"{'detections':>12}")
+    print(
+        f"Mask R-CNN R18-FPN (demo config), one 256x256 image, {args.threads} threads, "
+        f"medians of {args.repeats}"
+    )
+    print(
+        f"{'activation':<11}"
+        + "".join(f"{k + ' ms':>16}{'x Swish':>9}" for k in ("eager", "torchscript", "onnxruntime"))
+        + f"{'detections':>12}"
+    )
     for activation, row in rows.items():
         line = f"{activation:<11}"
         for key in ("eager", "torchscript", "onnxruntime"):

@@ -1,9 +1,12 @@
 """The PWLU in its inference form, in standard ops only: the path for TorchScript and ONNX.
 
 Per unit, a table of N + 2 (slope, intercept) pairs (left piece, N intervals, right piece);
-each element picks its bin with the region rule of :mod:`pwlu_det.layers.pwlu_reference` and
-costs one multiply-add. Everything here is scriptable and exports to ONNX as Sub, Mul, Div,
-Floor, Clip, Where, Gather and Add, so exported models need no custom operator.
+each element's bin is ``clamp(floor((x - B_L) * N / (B_R - B_L)), -1, N) + 1`` and it costs
+one multiply-add. Unlike the fused op, the bin comes from one clamp, not from comparisons with
+the bounds, so an input within rounding of B_R may use the last interval instead of the right
+piece: the value is the same up to rounding (the function is continuous). A NaN input uses
+bin 1 and gives NaN. Everything here is scriptable and exports to ONNX as Sub, Mul, Floor,
+Clip, IsNaN, Where, Cast, Gather and Add, so exported models need no custom operator.
 """
 
 from __future__ import annotations
@@ -70,14 +73,11 @@ def pwlu_inference(
     if units > 1:
         shape[channel_dim] = units
     left = left_bound.reshape(shape)
-    right = right_bound.reshape(shape)
-    position = (x - left) * (torch.full_like(right, float(n)) / (right - left))
-    interval = torch.nan_to_num(position, nan=0.0).floor().clamp(0, n - 1)
-    index = interval + 1  # a NaN x uses interval 0, and its output stays NaN
-    index = torch.where(x < left, torch.zeros_like(index), index)
-    index = torch.where(x >= right, torch.full_like(index, float(n + 1)), index)
-    flat_index = index.long()
-    if units > 1:
-        row = torch.arange(units, device=x.device) * bins
-        flat_index = flat_index + row.reshape(shape)
+    scale = torch.full_like(left, float(n)) / (right_bound.reshape(shape) - left)
+    # Bin - 1 in [-1, N]: -1 is the left piece, N the right one (one Clip, no comparisons).
+    position = ((x - left) * scale).floor().clamp(-1, n)
+    position = torch.where(torch.isnan(position), torch.zeros_like(position), position)
+    # Row start of each unit in the flattened tables, plus 1 for the shift of the bin.
+    offset = torch.arange(units, dtype=x.dtype, device=x.device) * bins + 1
+    flat_index = (position + offset.reshape(shape)).long()
     return slope.reshape(-1)[flat_index] * x + intercept.reshape(-1)[flat_index]

@@ -141,10 +141,15 @@ void forward_impl(const at::Tensor& x, at::Tensor& y, const UnitTables<T>& table
   const int64_t chunks = num_chunks(numel);
   at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
     for (int64_t c = first; c < last; ++c) {
-      runs.for_each(numel * c / chunks, numel * (c + 1) / chunks,
-                    [&](int64_t b, int64_t e, int64_t unit) {
-                      kernels::forward_run<T>(xp + b, yp + b, e - b, tables.units[unit]);
-                    });
+      const int64_t begin = numel * c / chunks, end = numel * (c + 1) / chunks;
+      if (runs.inner == 1 && runs.units > 1) {  // channels interleaved: one loop, no runs
+        kernels::forward_interleaved<T>(xp + begin, yp + begin, end - begin, begin,
+                                        tables.units.data(), runs.units);
+        continue;
+      }
+      runs.for_each(begin, end, [&](int64_t b, int64_t e, int64_t unit) {
+        kernels::forward_run<T>(xp + b, yp + b, e - b, tables.units[unit]);
+      });
     }
   });
 }
@@ -166,7 +171,17 @@ at::Tensor backward_impl(
   at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
     for (int64_t c = first; c < last; ++c) {
       double* chunk_sums = pp + c * units * 2 * bins;
-      runs.for_each(numel * c / chunks, numel * (c + 1) / chunks,
+      const int64_t begin = numel * c / chunks, end = numel * (c + 1) / chunks;
+      if (runs.inner == 1 && units > 1) {  // channels interleaved: one loop, no runs
+        std::vector<kernels::BinSums> sums(units);
+        for (int64_t u = 0; u < units; ++u) {
+          sums[u] = kernels::BinSums{chunk_sums + u * 2 * bins, chunk_sums + u * 2 * bins + bins};
+        }
+        kernels::backward_interleaved<T>(xp + begin, gp + begin, gxp + begin, end - begin, begin,
+                                         tables.units.data(), units, sums.data());
+        continue;
+      }
+      runs.for_each(begin, end,
                     [&](int64_t b, int64_t e, int64_t unit) {
                       double* unit_sums = chunk_sums + unit * 2 * bins;
                       kernels::backward_run<T>(xp + b, gp + b, gxp + b, e - b,

@@ -309,6 +309,44 @@ void backward_run<double>(
   backward_scalar(x, g, gx, n, unit, sums);
 }
 
+template <typename T>
+void forward_interleaved(const T* x, T* y, int64_t n, int64_t first_unit, const Unit<T>* units,
+                         int64_t num_units) {
+  int64_t unit = first_unit % num_units;
+  for (int64_t k = 0; k < n; ++k) {
+    T w;
+    const Unit<T>& u = units[unit];
+    const int64_t bin = bin_of(x[k], u, &w);
+    y[k] = u.slope[bin] * x[k] + u.intercept[bin];
+    if (++unit == num_units) unit = 0;
+  }
+}
+
+template <typename T>
+void backward_interleaved(const T* x, const T* g, T* gx, int64_t n, int64_t first_unit,
+                          const Unit<T>* units, int64_t num_units, const BinSums* sums) {
+  int64_t unit = first_unit % num_units;
+  for (int64_t k = 0; k < n; ++k) {
+    T w;
+    const Unit<T>& u = units[unit];
+    const int64_t bin = bin_of(x[k], u, &w);
+    gx[k] = g[k] * u.slope[bin];
+    sums[unit].sum_g[bin] += static_cast<double>(g[k]);
+    sums[unit].sum_gw[bin] += static_cast<double>(g[k] * w);
+    if (++unit == num_units) unit = 0;
+  }
+}
+
+template void forward_interleaved<float>(const float*, float*, int64_t, int64_t,
+                                         const Unit<float>*, int64_t);
+template void forward_interleaved<double>(const double*, double*, int64_t, int64_t,
+                                          const Unit<double>*, int64_t);
+template void backward_interleaved<float>(const float*, const float*, float*, int64_t, int64_t,
+                                          const Unit<float>*, int64_t, const BinSums*);
+template void backward_interleaved<double>(const double*, const double*, double*, int64_t,
+                                           int64_t, const Unit<double>*, int64_t,
+                                           const BinSums*);
+
 std::string cpu_capability() {
   switch (active_isa()) {
     case Isa::kAvx512:

@@ -39,6 +39,17 @@ void forward_run(const T* x, T* y, int64_t n, const Unit<T>& unit);
 template <typename T>
 void backward_run(const T* x, const T* g, T* gx, int64_t n, const Unit<T>& unit, BinSums sums);
 
+// Interleaved units (a channel dimension with stride 1, e.g. (N, C) inputs of linear layers or
+// channels_last): element k uses units[(first_unit + k) % num_units]. Scalar loops.
+template <typename T>
+void forward_interleaved(const T* x, T* y, int64_t n, int64_t first_unit, const Unit<T>* units,
+                         int64_t num_units);
+
+// As forward_interleaved, adding each element's sums into sums[unit] (one BinSums per unit).
+template <typename T>
+void backward_interleaved(const T* x, const T* g, T* gx, int64_t n, int64_t first_unit,
+                          const Unit<T>* units, int64_t num_units, const BinSums* sums);
+
 // The instruction set the float32 loops use: "avx512", "avx2" or "scalar".
 std::string cpu_capability();
 // Force an instruction set (for tests and benchmarks); throws if the CPU lacks it.
