@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 from pwlu_det.layers.pwlu_module import REALIGN_MODES
 
 ACTIVATIONS = ("PWLU", "Swish", "SiLU", "ReLU")
 SCOPES = ("backbone", "all")
 
-__all__ = ["add_pwlu_config", "validate_pwlu_config"]
+__all__ = ["add_pwlu_config", "load_pwlu_config", "validate_pwlu_config"]
 
 GRANULARITIES = ("channel", "layer")
 
@@ -88,3 +89,18 @@ def validate_pwlu_config(cfg: CN) -> None:
         _fail("WEIGHT_DECAY", c.WEIGHT_DECAY, ">= 0")
     if not c.LR_FACTOR >= 0:
         _fail("LR_FACTOR", c.LR_FACTOR, ">= 0")
+
+
+def load_pwlu_config(config_file: str, opts: list | None = None) -> CN:
+    """Detectron2's defaults plus the pwlu_det keys, merged with ``config_file`` and ``opts``
+    (``KEY VALUE ...`` overrides), then validated.
+
+    Raises:
+        ValueError: an invalid ``MODEL.PWLU`` / ``MODEL.ACTIVATION`` value.
+    """
+    cfg = get_cfg()
+    add_pwlu_config(cfg)
+    cfg.merge_from_file(str(config_file))
+    cfg.merge_from_list(list(opts or []))
+    validate_pwlu_config(cfg)
+    return cfg

@@ -5,10 +5,9 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from pwlu_det import add_pwlu_config
+from pwlu_det.config import load_pwlu_config
 from pwlu_det.data import make_synthetic_batch
 from pwlu_det.export import ExportMismatchError, export_model
 from pwlu_det.export.export import _compare
@@ -39,11 +38,10 @@ SMALL_RETINANET = [
 
 
 def _model(arch: str, activation: str) -> torch.nn.Module:
-    cfg = get_cfg()
-    add_pwlu_config(cfg)
-    cfg.merge_from_file(str(ARCHS[arch]))
     opts = SMALL_RETINANET if arch == "retinanet" else []
-    cfg.merge_from_list([*opts, "MODEL.DEVICE", "cpu", "MODEL.ACTIVATION.NAME", activation])
+    cfg = load_pwlu_config(
+        ARCHS[arch], [*opts, "MODEL.DEVICE", "cpu", "MODEL.ACTIVATION.NAME", activation]
+    )
     torch.manual_seed(0)
     model = build_model(cfg)
     units = [m for m in model.modules() if isinstance(m, PWLU)]

@@ -4,12 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from pwlu_det import add_pwlu_config, validate_pwlu_config
+from pwlu_det.config import load_pwlu_config
 from pwlu_det.data import make_synthetic_batch
 from pwlu_det.layers import PWLU
 
@@ -21,12 +20,7 @@ ACTIVATION_TYPES = {"PWLU": PWLU, "Swish": nn.SiLU, "ReLU": nn.ReLU}
 
 
 def load_cfg(path, *opts):
-    cfg = get_cfg()
-    add_pwlu_config(cfg)
-    cfg.merge_from_file(str(path))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
-    validate_pwlu_config(cfg)
-    return cfg
+    return load_pwlu_config(path, ["MODEL.DEVICE", "cpu", *opts])
 
 
 def count(module: nn.Module, kind: type) -> int:

@@ -16,17 +16,14 @@ Example::
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 
 import onnxruntime
 import torch
-from detectron2.config import get_cfg
+from benchmark_pwlu import median_ms  # tools/ is on sys.path when this script runs
 from detectron2.modeling import build_model
 
-from pwlu_det import add_pwlu_config
+from pwlu_det.config import load_pwlu_config
 from pwlu_det.data import make_synthetic_batch
 from pwlu_det.export import export_model
 
@@ -35,24 +32,11 @@ ACTIVATIONS = ("Swish", "ReLU", "PWLU")
 
 
 def build(activation: str) -> torch.nn.Module:
-    cfg = get_cfg()
-    add_pwlu_config(cfg)
-    cfg.merge_from_file(CONFIG)
-    cfg.merge_from_list(
-        ["MODEL.ACTIVATION.NAME", activation, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0]
+    cfg = load_pwlu_config(
+        CONFIG, ["MODEL.ACTIVATION.NAME", activation, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0]
     )
     torch.manual_seed(0)
     return build_model(cfg).eval()
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def main() -> None:

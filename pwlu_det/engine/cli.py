@@ -12,13 +12,13 @@ import logging
 import os
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from pwlu_det.config import add_pwlu_config, validate_pwlu_config
+from pwlu_det.config import load_pwlu_config
 from pwlu_det.data import SHAPES_SPLITS, check_dataset_files, register_shapes_datasets
 
 from .checkpoint import AtomicDetectionCheckpointer
@@ -48,13 +48,9 @@ def setup(args: argparse.Namespace) -> CfgNode:
         ValueError: an invalid ``MODEL.PWLU`` / ``MODEL.ACTIVATION`` value.
         FileNotFoundError: a dataset's files are missing (the message says how to get them).
     """
-    cfg = get_cfg()
-    add_pwlu_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_pwlu_config(args.config_file, args.opts)
     if not _uses_cuda(cfg) and cfg.MODEL.DEVICE != "cpu":
         raise ValueError(f"MODEL.DEVICE = {cfg.MODEL.DEVICE!r}: expected 'cpu' or 'cuda[:N]'")
-    validate_pwlu_config(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="pwlu_det")
@@ -106,8 +102,4 @@ def main(args: argparse.Namespace) -> dict:
 
 def output_dir_of(args: argparse.Namespace) -> str:
     """OUTPUT_DIR that ``args`` select (without building anything)."""
-    cfg = get_cfg()
-    add_pwlu_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    return os.path.abspath(cfg.OUTPUT_DIR)
+    return os.path.abspath(load_pwlu_config(args.config_file, args.opts).OUTPUT_DIR)

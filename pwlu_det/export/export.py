@@ -154,7 +154,7 @@ def _compare(name: str, expected: dict, actual: dict) -> dict[str, float]:
     return diffs
 
 
-def _export_traced(model, image, fmt, path) -> dict[str, float]:
+def _export_traced(model, image, fmt, path) -> tuple[dict[str, float], int]:
     inference = _rcnn_inference if isinstance(model, GeneralizedRCNN) else None
     # A new nn.Module starts in training mode, which the ONNX exporter restores afterwards
     # (recursively, into the model): keep everything in eval mode.
@@ -187,14 +187,15 @@ def _export_traced(model, image, fmt, path) -> dict[str, float]:
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
         flat = session.run(None, {session.get_inputs()[0].name: image.numpy()})
         outputs = adapter.outputs_schema([torch.from_numpy(a) for a in flat])
-    return _compare(f"{fmt} (tracing)", reference, _flatten_instances(outputs[0]["instances"]))
+    diffs = _compare(f"{fmt} (tracing)", reference, _flatten_instances(outputs[0]["instances"]))
+    return diffs, len(reference["scores"])
 
 
-def _export_scripted(model, image, path) -> dict[str, float]:
+def _export_scripted(model, image, path) -> tuple[dict[str, float], int]:
     inputs = [{"image": image}]
     rcnn = isinstance(model, GeneralizedRCNN)
     with torch.no_grad(), use_inference_form(model):
-        reference = (
+        reference = _flatten_instances(
             model.inference(inputs, do_postprocess=False)[0]
             if rcnn
             else model(inputs)[0]["instances"]
@@ -215,9 +216,9 @@ def _export_scripted(model, image, path) -> dict[str, float]:
         "scores": result.scores,
         "classes": result.pred_classes,
     }
-    if "masks" in _flatten_instances(reference):
+    if "masks" in reference:
         actual["masks"] = result.pred_masks
-    return _compare("torchscript (scripting)", _flatten_instances(reference), actual)
+    return _compare("torchscript (scripting)", reference, actual), len(reference["scores"])
 
 
 def export_model(
@@ -253,15 +254,9 @@ def export_model(
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "model.onnx" if fmt == "onnx" else "model.ts")
     if method == "tracing":
-        diffs = _export_traced(model, image, fmt, path)
+        diffs, count = _export_traced(model, image, fmt, path)
     else:
-        diffs = _export_scripted(model, image, path)
-    with torch.no_grad():
-        count = (
-            len(model.inference([{"image": image}], do_postprocess=False)[0])
-            if isinstance(model, GeneralizedRCNN)
-            else len(model([{"image": image}])[0]["instances"])
-        )
+        diffs, count = _export_scripted(model, image, path)
     logger.info("exported %s (%s) to %s; max differences %s", fmt, method, path, diffs)
     return ExportResult(path, fmt, method, count, diffs)
 
@@ -275,16 +270,11 @@ def load_model_for_export(
         ValueError: an invalid PWLU config value, or ``MODEL.WEIGHTS`` is empty.
     """
     from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    from pwlu_det.config import add_pwlu_config, validate_pwlu_config
+    from pwlu_det.config import load_pwlu_config
 
-    cfg = get_cfg()
-    add_pwlu_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list([*(opts or []), "MODEL.DEVICE", "cpu"])
-    validate_pwlu_config(cfg)
+    cfg = load_pwlu_config(config_file, [*(opts or []), "MODEL.DEVICE", "cpu"])
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("export: set MODEL.WEIGHTS to the checkpoint to export")
     model = build_model(cfg)
