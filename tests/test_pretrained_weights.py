@@ -23,6 +23,7 @@ from pwlu_det.checkpoint import (
 )
 from pwlu_det.engine import cli
 from pwlu_det.engine.checkpoint import AtomicDetectionCheckpointer
+from pwlu_det.export import load_model_for_export
 from pwlu_det.layers import PWLU
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "COCO-InstanceSegmentation"
@@ -313,3 +314,23 @@ def test_eval_only_loads_strictly(tmp_path, monkeypatch):
 
     with pytest.raises(ValueError, match="other.pkl does not fit the model"):
         cli.main(argparse.Namespace(eval_only=True, resume=False))
+
+
+def test_export_and_eval_need_a_complete_checkpoint(tmp_path, monkeypatch):
+    # A backbone-only file is fine to start training from, not to evaluate or export.
+    model = mask_rcnn("pwlu", *R18)
+    backbone = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    torch.save({"model": backbone}, tmp_path / "backbone_only.pth")
+    AtomicDetectionCheckpointer(mask_rcnn("pwlu", *R18)).load(str(tmp_path / "backbone_only.pth"))
+    complete = AtomicDetectionCheckpointer(mask_rcnn("pwlu", *R18), complete=True)
+    with pytest.raises(ValueError, match=r"lacks \d+ of the model's .*\n  proposal_generator"):
+        complete.load(str(tmp_path / "backbone_only.pth"))
+    weights = str(tmp_path / "backbone_only.pth")
+    with pytest.raises(ValueError, match="would stay randomly initialised"):
+        load_model_for_export(
+            str(CONFIGS / "mask_rcnn_R_50_FPN_1x_pwlu.yaml"), ["MODEL.WEIGHTS", weights, *R18]
+        )
+    torch.save({"model": model.state_dict()}, tmp_path / "full.pth")
+    AtomicDetectionCheckpointer(mask_rcnn("pwlu", *R18), complete=True).load(
+        str(tmp_path / "full.pth")
+    )

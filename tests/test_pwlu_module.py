@@ -200,3 +200,23 @@ def test_invalid_arguments_are_rejected():
         PWLU(0)
     with pytest.raises(ValueError, match="mode must be one of"):
         PWLU().realign("sideways")
+
+
+@pytest.mark.parametrize(("channels", "channel_dim"), [(None, 1), (4, 1), (4, -1)])
+def test_forward_and_gradients_match_the_reference(channels, channel_dim):
+    # The module calls the fused op directly (not through pwlu()): same function, same grads.
+    act = PWLU(channels, num_intervals=6, channel_dim=channel_dim)
+    with torch.no_grad():
+        act.heights.add_(0.3 * torch.randn_like(act.heights))
+        act.left_slope.fill_(0.2)
+    x = _inputs(shape=(3, 4, 5, 4)).requires_grad_()
+    params = [p.detach().double().requires_grad_() for p in act._params()]
+    expected = pwlu_reference(x.detach().double(), *params, channel_dim=channel_dim)
+    y = act(x)
+    torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
+    y.square().sum().backward()
+    expected.square().sum().backward()
+    for p, ref in zip(act._params(), params, strict=True):
+        torch.testing.assert_close(p.grad.double(), ref.grad, rtol=1e-3, atol=1e-3)
+    with pytest.raises(RuntimeError, match="channels"):
+        PWLU(3)(torch.randn(2, 4, 5))

@@ -57,6 +57,8 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         save_dir: folder of the checkpoints and ``last_checkpoint``.
         strict: refuse checkpoints that do not fit ``model``; False gives Detectron2's lenient
             loading (e.g. to fine-tune a detector on a dataset with other classes).
+        complete: also refuse checkpoints that lack any of the model's parameters or buffers
+            (for evaluation and export, where a missing tensor would silently stay random).
         save_to_disk, checkpointables: as for ``DetectionCheckpointer``.
     """
 
@@ -66,11 +68,13 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         save_dir: str = "",
         *,
         strict: bool = True,
+        complete: bool = False,
         save_to_disk: bool | None = None,
         **checkpointables: Any,
     ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.strict = strict
+        self.complete = complete
         self._loading = "the checkpoint"
 
     def _load_file(self, filename: str) -> dict[str, Any]:
@@ -80,7 +84,17 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint: dict[str, Any]):
         if self.strict:
             self._align_and_check(checkpoint)
-        return super()._load_model(checkpoint)
+        incompatible = super()._load_model(checkpoint)
+        if self.complete and incompatible.missing_keys:
+            missing = incompatible.missing_keys
+            listing = "\n".join(f"  {key}" for key in missing[:20])
+            more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+            raise ValueError(
+                f"{self._loading} lacks {len(missing)} of the model's parameters and buffers "
+                f"(they would stay randomly initialised):\n{listing}{more}\n"
+                "Is it a trained checkpoint of this config (and not, say, an ImageNet backbone)?"
+            )
+        return incompatible
 
     def _align_and_check(self, checkpoint: dict[str, Any]) -> None:
         """Rename the checkpoint's keys as Detectron2 would, then check that it fits.

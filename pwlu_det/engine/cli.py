@@ -79,7 +79,8 @@ def main(args: argparse.Namespace) -> dict:
     cfg = setup(args)
     if args.eval_only:
         model = PWLUTrainer.build_model(cfg)
-        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        # complete: a tensor missing from the checkpoint would be evaluated at random values
+        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, complete=True).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = PWLUTrainer.test(cfg, model)

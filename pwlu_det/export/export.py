@@ -266,17 +266,20 @@ def load_model_for_export(
 ) -> tuple[nn.Module, object]:
     """Build the model of ``config_file`` on CPU and load ``MODEL.WEIGHTS``; returns (model, cfg).
 
+    The checkpoint must hold every parameter and buffer of the model with the model's shapes.
+
     Raises:
-        ValueError: an invalid PWLU config value, or ``MODEL.WEIGHTS`` is empty.
+        ValueError: an invalid PWLU config value, ``MODEL.WEIGHTS`` is empty, or the checkpoint
+            does not fit the model (the message lists the keys).
     """
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
     from pwlu_det.config import load_pwlu_config
+    from pwlu_det.engine.checkpoint import AtomicDetectionCheckpointer
 
     cfg = load_pwlu_config(config_file, [*(opts or []), "MODEL.DEVICE", "cpu"])
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("export: set MODEL.WEIGHTS to the checkpoint to export")
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    AtomicDetectionCheckpointer(model, complete=True).load(cfg.MODEL.WEIGHTS)
     return model.eval(), cfg

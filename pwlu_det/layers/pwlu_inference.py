@@ -1,12 +1,18 @@
 """The PWLU in its inference form, in standard ops only: the path for TorchScript and ONNX.
 
-Per unit, a table of N + 2 (slope, intercept) pairs (left piece, N intervals, right piece);
-each element's bin is ``clamp(floor((x - B_L) * N / (B_R - B_L)), -1, N) + 1`` and it costs
-one multiply-add. Unlike the fused op, the bin comes from one clamp, not from comparisons with
-the bounds, so an input within rounding of B_R may use the last interval instead of the right
-piece: the value is the same up to rounding (the function is continuous). A NaN input uses
-bin 1 and gives NaN. Everything here is scriptable and exports to ONNX as Sub, Mul, Floor,
-Clip, IsNaN, Where, Cast, Gather and Add, so exported models need no custom operator.
+Per unit, a table of N + 2 (slope, intercept) pairs (left piece, N intervals, right piece) and
+an affine map to the bin: ``bin = clamp(floor(x * scale + shift), 0, N + 1)`` with
+``scale = N / (B_R - B_L)`` and ``shift = 1 - B_L * scale``; each element then costs one
+multiply-add, ``slope[bin] * x + intercept[bin]``. Unlike the fused op, the bin comes from one
+clamp, not from comparisons with the bounds, so an input within rounding of a breakpoint may use
+the piece on its other side: the value is the same up to rounding (the function is continuous).
+A NaN input gives NaN (its bin is any valid one).
+
+The lookups are ``gather`` along the bin axis of the tables broadcast to x viewed as
+``(outer, P, inner)``: ONNX GatherElements, which onnxruntime runs several times faster than
+Gather on a flattened table. In an ONNX export the bin is cast to int32 (half the index
+traffic of int64); the graph holds only Mul, Add, Clip, Cast, GatherElements, Reshape, Expand
+and shape ops, so exported models need no custom operator.
 """
 
 from __future__ import annotations
@@ -23,12 +29,16 @@ def inference_tables(
     heights: Tensor,
     left_slope: Tensor,
     right_slope: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """Slope and intercept tables, each ``(P, N + 2)``, of P units (P = 1: layer-wise).
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The inference form of P units (P = 1: layer-wise): ``(scale, shift, slope, intercept)``.
 
     Args:
         left_bound, right_bound, left_slope, right_slope: ``(P,)`` (or 0-d for one unit).
         heights: ``(P, N + 1)`` (or ``(N + 1,)``).
+
+    Returns:
+        ``scale`` and ``shift``, each ``(P,)``: the bin map ``x * scale + shift``;
+        ``slope`` and ``intercept``, each ``(P, N + 2)``: the pieces, left to right.
     """
     heights = heights.reshape(-1, heights.shape[-1])
     units, n = heights.shape[0], heights.shape[1] - 1
@@ -45,39 +55,106 @@ def inference_tables(
         [heights[:, :1] - k_left * left, inner_intercept, heights[:, -1:] - k_right * right],
         dim=1,
     )
-    return slope, intercept
+    scale = n / (right - left)
+    shift = 1.0 - left * scale
+    return scale.reshape(units), shift.reshape(units), slope, intercept
+
+
+def _as_units_view(x: Tensor, channel_dim: int | None) -> Tensor:
+    """``x`` viewed as ``(outer, P, inner)``: channels in the middle, or all in one unit."""
+    if channel_dim is None:
+        return x.reshape(1, 1, -1)
+    if channel_dim < 0:
+        channel_dim += x.dim()
+    x = x.flatten(channel_dim + 1) if channel_dim + 1 < x.dim() else x.unsqueeze(-1)
+    if channel_dim > 0:
+        return x.flatten(0, channel_dim - 1)
+    return x.unsqueeze(0)
 
 
 def pwlu_inference(
     x: Tensor,
-    left_bound: Tensor,
-    right_bound: Tensor,
+    scale: Tensor,
+    shift: Tensor,
     slope: Tensor,
     intercept: Tensor,
-    channel_dim: int,
+    channel_dim: int | None,
+    num_intervals: int,
 ) -> Tensor:
-    """Apply P units given by their tables (see :func:`inference_tables`) to ``x``.
+    """Apply P units given in their inference form (see :func:`inference_tables`) to ``x``.
+
+    The sizes come as Python numbers, not from the tables' shapes, so that a traced model
+    holds them as constants.
 
     Args:
-        x: input; channel-wise units (P > 1) read channels from dim ``channel_dim``.
-        left_bound, right_bound: ``(P,)`` bounds, for the bin choice.
+        x: input; channel-wise units read channels from dim ``channel_dim``.
+        scale, shift: ``(P,)``, the map from x to the bin.
         slope, intercept: ``(P, N + 2)`` tables.
-        channel_dim: channel dimension of ``x`` (may be negative).
+        channel_dim: channel dimension of ``x`` (may be negative), None for one layer-wise unit.
+        num_intervals: N.
+
+    Returns:
+        ``f(x)``, same shape as ``x``.
     """
-    units = slope.shape[0]
-    bins = slope.shape[1]
-    n = bins - 2
-    if channel_dim < 0:
-        channel_dim += x.dim()
-    shape = [1] * x.dim()
-    if units > 1:
-        shape[channel_dim] = units
-    left = left_bound.reshape(shape)
-    scale = torch.full_like(left, float(n)) / (right_bound.reshape(shape) - left)
-    # Bin - 1 in [-1, N]: -1 is the left piece, N the right one (one Clip, no comparisons).
-    position = ((x - left) * scale).floor().clamp(-1, n)
-    position = torch.where(torch.isnan(position), torch.zeros_like(position), position)
-    # Row start of each unit in the flattened tables, plus 1 for the shift of the bin.
-    offset = torch.arange(units, dtype=x.dtype, device=x.device) * bins + 1
-    flat_index = (position + offset.reshape(shape)).long()
-    return slope.reshape(-1)[flat_index] * x + intercept.reshape(-1)[flat_index]
+    x3 = _as_units_view(x, channel_dim)
+    last_bin = num_intervals + 1
+    position = torch.addcmul(shift.reshape(1, -1, 1), x3, scale.reshape(1, -1, 1))
+    table_shape = [x3.shape[0], x3.shape[1], last_bin + 1]
+    slopes = slope.unsqueeze(0).expand(table_shape)
+    intercepts = intercept.unsqueeze(0).expand(table_shape)
+    if torch.jit.is_scripting():
+        y = _lookup(position, x3, slopes, intercepts, last_bin)
+    else:
+        y = _lookup_traceable(position, x3, slopes, intercepts, last_bin)
+    return y.reshape(x.shape)
+
+
+def _lookup(
+    position: Tensor, x3: Tensor, slopes: Tensor, intercepts: Tensor, last_bin: int
+) -> Tensor:
+    """``slope[bin] * x + intercept[bin]`` with ``bin = clamp(floor(position), 0, last_bin)``.
+
+    ``position`` is overwritten (in-place ops: fewer passes over memory).
+    """
+    # NaN -> bin 0 (the result is NaN anyway); after the clamp, truncation is floor.
+    bins = position.nan_to_num_(0.0).clamp_(0.0, float(last_bin)).long()
+    return torch.addcmul(intercepts.gather(2, bins), slopes.gather(2, bins), x3)
+
+
+class _LookupInt32(torch.autograd.Function):
+    """:func:`_lookup`, exported to ONNX with int32 bins (torch's gather needs int64)."""
+
+    @staticmethod
+    def forward(ctx, position, x3, slopes, intercepts, last_bin):
+        return _lookup(position, x3, slopes, intercepts, last_bin)
+
+    @staticmethod
+    def symbolic(g, position, x3, slopes, intercepts, last_bin: int):
+        # Clip, then cast to int32 (truncation: floor for >= 0). A NaN survives the Clip and
+        # casts to an arbitrary integer, which the second Clip makes a valid bin.
+        position = g.op(
+            "Clip",
+            position,
+            g.op("Constant", value_t=torch.tensor(0.0)),
+            g.op("Constant", value_t=torch.tensor(float(last_bin))),
+        )
+        bins = g.op("Cast", position, to_i=6)  # 6: onnx.TensorProto.INT32
+        bins = g.op(
+            "Clip",
+            bins,
+            g.op("Constant", value_t=torch.tensor(0, dtype=torch.int32)),
+            g.op("Constant", value_t=torch.tensor(last_bin, dtype=torch.int32)),
+        )
+        slope = g.op("GatherElements", slopes, bins, axis_i=2)
+        intercept = g.op("GatherElements", intercepts, bins, axis_i=2)
+        return g.op("Add", g.op("Mul", slope, x3), intercept)
+
+
+@torch.jit.unused
+def _lookup_traceable(
+    position: Tensor, x3: Tensor, slopes: Tensor, intercepts: Tensor, last_bin: int
+) -> Tensor:
+    """:func:`_lookup`, or its int32 form while exporting to ONNX."""
+    if torch.onnx.is_in_onnx_export():
+        return _LookupInt32.apply(position, x3, slopes, intercepts, last_bin)
+    return _lookup(position, x3, slopes, intercepts, last_bin)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import pwlu_cpp
 from .pwlu_inference import inference_tables, pwlu_inference
 from .pwlu_op import pwlu
 from .pwlu_reference import pwlu_reference
@@ -109,6 +110,7 @@ class PWLU(nn.Module):
         self._phase = self.INITIAL  # mirror of the buffer, for control flow without syncs
         # Compute in the exported arithmetic (see use_inference_form) instead of the fused op.
         self.use_inference_form = False
+        self._frozen_tables: tuple[torch.Tensor, ...] | None = None  # see use_inference_form
         with torch.no_grad():  # the grid is snapped so that 0 is a breakpoint: exactly ReLU
             left, right = self._snap_to_zero_breakpoint(
                 self.left_bound.double(), self.right_bound.double()
@@ -135,17 +137,20 @@ class PWLU(nn.Module):
         """The unit in plain ops (scriptable, exportable), as evaluated at inference."""
         if self._phase == 1:  # STATISTICS: exactly ReLU
             return torch.relu(x)
-        slope, intercept = inference_tables(
-            self.left_bound, self.right_bound, self.heights, self.left_slope, self.right_slope
-        )
-        return pwlu_inference(
-            x,
-            self.left_bound.reshape(-1),
-            self.right_bound.reshape(-1),
-            slope,
-            intercept,
-            self.channel_dim,
-        )
+        if torch.jit.is_scripting():
+            scale, shift, slope, intercept = inference_tables(
+                self.left_bound, self.right_bound, self.heights, self.left_slope, self.right_slope
+            )
+        else:
+            scale, shift, slope, intercept = self._inference_tables()
+        channel_dim = None if self.num_channels is None else self.channel_dim
+        return pwlu_inference(x, scale, shift, slope, intercept, channel_dim, self.num_intervals)
+
+    @torch.jit.unused
+    def _inference_tables(self) -> tuple[torch.Tensor, ...]:
+        if self._frozen_tables is not None:
+            return self._frozen_tables
+        return inference_tables(*self._params())
 
     @torch.jit.unused
     def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,7 +164,18 @@ class PWLU(nn.Module):
                 # Zero gradients keep the parameters "used" for DistributedDataParallel.
                 out = out + 0.0 * sum(p.sum() for p in self._params()).to(out.dtype)
             return out
+        if x.device.type == "cpu" and pwlu_cpp.available():
+            # The fused op directly: the module's parameters are valid by construction, so
+            # pwlu()'s Python checks would only add per-call overhead (x is checked in C++).
+            channel_dim = 0 if self.num_channels is None else self.channel_dim % x.dim()
+            return torch.ops.pwlu_det.pwlu_forward(x, *self._canonical_params(), channel_dim)
         return pwlu(x, *self._params(), channel_dim=self.channel_dim)
+
+    def _canonical_params(self) -> tuple[torch.Tensor, ...]:
+        """The parameters as the fused ops take them: ``(P,)`` and heights ``(P, N + 1)``."""
+        if self.num_channels is not None:
+            return self._params()
+        return tuple(p.reshape(1, -1) if p.dim() == 1 else p.reshape(1) for p in self._params())
 
     def _reduce_dims(self, x: torch.Tensor) -> list[int]:
         if self.num_channels is None:
@@ -336,13 +352,20 @@ class PWLU(nn.Module):
 @contextlib.contextmanager
 def use_inference_form(model: nn.Module):
     """Within the block, every PWLU of ``model`` computes in its inference form (the arithmetic
-    of exported models) instead of the fused op: an exported model is compared against this."""
+    of exported models) instead of the fused op: an exported model is compared against this.
+
+    The inference tables are computed once on entry, so a model traced in the block holds them
+    as constants; the parameters must not change within the block.
+    """
     units = [m for m in model.modules() if isinstance(m, PWLU)]
     before = [m.use_inference_form for m in units]
     for m in units:
         m.use_inference_form = True
+        with torch.no_grad():
+            m._frozen_tables = inference_tables(*m._params())
     try:
         yield model
     finally:
         for m, flag in zip(units, before, strict=True):
             m.use_inference_form = flag
+            m._frozen_tables = None
