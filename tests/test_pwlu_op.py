@@ -176,6 +176,79 @@ def test_cpp_nan_and_inf_like_reference(isa, dtype):
     assert torch.isfinite(grads[3][:, 3:]).all()
 
 
+# Float32 shapes of a small Mask R-CNN at inference, in the layouts the kernel treats
+# differently: (N, C) has channel stride 1 (vectors of consecutive channels, cut where a row of
+# channels ends), NCHW has runs of H * W elements of one channel with ragged vector tails.
+INFERENCE_SHAPES = {
+    "fc_37": (250, 37),  # each row: 16 + 16 + 5 channels
+    "fc_512": (3, 512),
+    "fc_3": (101, 3),  # fewer channels than vector lanes
+    "nchw_14x14": (3, 7, 14, 14),  # runs of 196 = 12 * 16 + 4
+    "nchw_2x2": (5, 7, 2, 2),  # runs shorter than a vector
+}
+
+
+def _inference_input(shape, params):
+    """Random float32 input with special values, NaN and +-inf (also on the last elements)."""
+    x = input_with_specials(shape, params, torch.float32)
+    flat = x.view(-1)
+    flat[[3, -1, -6]] = float("nan")
+    flat[[4, -2, -9]] = float("inf")
+    flat[[6, -3]] = -float("inf")
+    return x
+
+
+@pytest.mark.parametrize("case", INFERENCE_SHAPES)
+def test_cpp_float32_inference_shapes_match_reference(isa, case):
+    shape = INFERENCE_SHAPES[case]
+    params = make_params(shape[1], 16, dtype=torch.float32, seed=11)
+    x = _inference_input(shape, params)
+    # The float32 reference puts every element in the same bin; forward and backward agree.
+    _compare(x, params, 1, torch.float32, rtol=1e-4, atol=2e-3, equal_nan=True)
+    y = cpp(x, *params)
+    y_ref32 = pwlu_reference(x, *params, channel_dim=1)
+    torch.testing.assert_close(y, y_ref32, rtol=1e-5, atol=1e-5, equal_nan=True)
+    # The float64 reference on the same float32 values: f is continuous, so an element that
+    # float64 puts in the neighbouring bin still gives nearly the same value.
+    y_ref64 = pwlu_reference(x.double(), *[p.double() for p in params], channel_dim=1)
+    torch.testing.assert_close(y.double(), y_ref64, rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert y.view(-1)[[3, -1, -6]].isnan().all() and not y.view(-1)[[0, -4]].isnan().any()
+
+
+@pytest.mark.parametrize("case", INFERENCE_SHAPES)
+def test_cpp_float32_forward_is_the_same_in_every_layout(isa, case):
+    # Interleaved channels and runs of one channel are different loops of one instruction set:
+    # they must give identical bits. (N, C) vs its transpose, NCHW vs channels_last.
+    shape = INFERENCE_SHAPES[case]
+    params = make_params(shape[1], 16, dtype=torch.float32, seed=12)
+    x = _inference_input(shape, params)
+    y = cpp(x, *params)
+    if x.dim() == 2:
+        other = cpp(x.t().contiguous(), *params, channel_dim=0).t()
+    else:
+        other = cpp(x.to(memory_format=torch.channels_last), *params)
+        assert other.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(other, y, rtol=0, atol=0, equal_nan=True)
+
+
+def test_cpp_float32_chunks_start_mid_row(isa):
+    # 1801 x 37 elements split into two chunks (of at least 2**15 elements, one per thread)
+    # at element 33318, channel 18 of a row: the interleaved loop starts mid-row.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        params = make_params(37, 16, dtype=torch.float32, seed=13)
+        x = _inference_input((1801, 37), params)
+        y = cpp(x, *params)
+        runs = cpp(x.t().contiguous(), *params, channel_dim=0).t()
+        torch.testing.assert_close(runs, y, rtol=0, atol=0, equal_nan=True)
+        y_ref = pwlu_reference(x, *params, channel_dim=1)
+        torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5, equal_nan=True)
+        _compare(x, params, 1, torch.float32, rtol=1e-4, atol=2e-3, equal_nan=True)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_cpp_zero_outer_slope_at_infinity_is_nan_like_reference():
     params = make_params(None, 4)
     params = (*params[:3], torch.tensor(0.0, dtype=torch.float64), params[4])

@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "pwlu_kernels.h"
@@ -52,53 +53,97 @@ void check_inputs(
   }
 }
 
-// Per-unit inference tables in the compute type T (built in double precision).
+// Per-unit inference tables in the compute type T (built in double precision), and for x
+// with interleaved channels the same values as arrays for the vector loops (UnitArrays).
 template <typename T>
 struct UnitTables {
-  std::vector<T> slope;
-  std::vector<T> intercept;
+  std::vector<T> slope;      // (units, N + 2)
+  std::vector<T> intercept;  // (units, N + 2)
   std::vector<kernels::Unit<T>> units;
+  std::vector<T> left_bound, right_bound, inv_width;  // (units,), interleaved only
+  std::vector<T> pairs;  // (units, N + 2, 2): slope and intercept side by side, interleaved only
+
+  kernels::UnitArrays<T> arrays() const {
+    return {units.data(), static_cast<int64_t>(units.size()), units[0].num_intervals,
+            left_bound.data(), right_bound.data(), inv_width.data(), pairs.data()};
+  }
 };
 
+// Copies the values of a parameter tensor to `out` as doubles (float and double parameters are
+// read in place).
+void read_doubles(const at::Tensor& t, double* out) {
+  const bool direct = t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble;
+  const at::Tensor c = direct ? t.contiguous() : t.to(at::kDouble).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "pwlu_tables", [&] {
+    std::copy_n(c.const_data_ptr<scalar_t>(), c.numel(), out);
+  });
+}
+
+// Builds the tables into storage of the calling thread, reused by its next call (the reference
+// stays valid until then).
 template <typename T>
-UnitTables<T> make_tables(
+const UnitTables<T>& make_tables(
     const at::Tensor& left_bound, const at::Tensor& right_bound, const at::Tensor& heights,
-    const at::Tensor& left_slope, const at::Tensor& right_slope) {
-  const auto bl = left_bound.to(at::kDouble).contiguous();
-  const auto br = right_bound.to(at::kDouble).contiguous();
-  const auto kl = left_slope.to(at::kDouble).contiguous();
-  const auto kr = right_slope.to(at::kDouble).contiguous();
-  const auto y = heights.to(at::kDouble).contiguous();
-  const int64_t units = y.size(0);
-  const int64_t n = y.size(1) - 1;
+    const at::Tensor& left_slope, const at::Tensor& right_slope, bool interleaved) {
+  const int64_t units = heights.size(0);
+  const int64_t n = heights.size(1) - 1;
   const int64_t bins = n + 2;
-  UnitTables<T> tables;
+  TORCH_CHECK(units * bins <= INT32_MAX, "pwlu: too many parameters (", units, " units of ",
+              n, " intervals)");
+  thread_local std::vector<double> params;  // bl, br, kl, kr (units each), then heights
+  params.resize(units * (n + 5));
+  double* bl = params.data();
+  double* br = bl + units;
+  double* kl = br + units;
+  double* kr = kl + units;
+  double* y = kr + units;
+  read_doubles(left_bound, bl);
+  read_doubles(right_bound, br);
+  read_doubles(left_slope, kl);
+  read_doubles(right_slope, kr);
+  read_doubles(heights, y);
+
+  thread_local UnitTables<T> tables;
   tables.slope.resize(units * bins);
   tables.intercept.resize(units * bins);
   tables.units.resize(units);
   for (int64_t p = 0; p < units; ++p) {
     // The bounds as the compute type sees them (the reference compares against these).
-    const T left = static_cast<T>(bl.data_ptr<double>()[p]);
-    const T right = static_cast<T>(br.data_ptr<double>()[p]);
+    const T left = static_cast<T>(bl[p]);
+    const T right = static_cast<T>(br[p]);
     TORCH_CHECK(right > left, "pwlu: right_bound must exceed left_bound, unit ", p,
                 " has left_bound=", left, ", right_bound=", right);
-    const double* h = y.data_ptr<double>() + p * (n + 1);
+    const double* h = y + p * (n + 1);
     const double b_l = left, b_r = right;
     const double width = (b_r - b_l) / static_cast<double>(n);
     T* slope = tables.slope.data() + p * bins;
     T* intercept = tables.intercept.data() + p * bins;
-    const double k_l = kl.data_ptr<double>()[p], k_r = kr.data_ptr<double>()[p];
-    slope[0] = static_cast<T>(k_l);
-    intercept[0] = static_cast<T>(h[0] - k_l * b_l);
-    for (int64_t i = 0; i < n; ++i) {
+    slope[0] = static_cast<T>(kl[p]);
+    intercept[0] = static_cast<T>(h[0] - kl[p] * b_l);
+    for (int32_t i = 0; i < static_cast<int32_t>(n); ++i) {  // an int32 i lets this vectorize
       const double k = (h[i + 1] - h[i]) / width;
       slope[i + 1] = static_cast<T>(k);
       intercept[i + 1] = static_cast<T>(h[i] - k * (b_l + static_cast<double>(i) * width));
     }
-    slope[n + 1] = static_cast<T>(k_r);
-    intercept[n + 1] = static_cast<T>(h[n] - k_r * b_r);
+    slope[n + 1] = static_cast<T>(kr[p]);
+    intercept[n + 1] = static_cast<T>(h[n] - kr[p] * b_r);
     tables.units[p] = kernels::Unit<T>{
         left, right, static_cast<T>(n) / (right - left), slope, intercept, n};
+  }
+  if (interleaved) {
+    tables.left_bound.resize(units);
+    tables.right_bound.resize(units);
+    tables.inv_width.resize(units);
+    for (int64_t p = 0; p < units; ++p) {
+      tables.left_bound[p] = tables.units[p].left_bound;
+      tables.right_bound[p] = tables.units[p].right_bound;
+      tables.inv_width[p] = tables.units[p].inv_width;
+    }
+    tables.pairs.resize(2 * units * bins);
+    for (int64_t e = 0; e < units * bins; ++e) {
+      tables.pairs[2 * e] = tables.slope[e];
+      tables.pairs[2 * e + 1] = tables.intercept[e];
+    }
   }
   return tables;
 }
@@ -108,13 +153,16 @@ UnitTables<T> make_tables(
 struct Runs {
   int64_t inner;
   int64_t units;
+  // Channels interleaved (channel stride 1): one loop over the chunk, no runs.
+  bool interleaved() const { return inner == 1 && units > 1; }
   template <typename Fn>
   void for_each(int64_t begin, int64_t end, const Fn& fn) const {
-    for (int64_t o = begin; o < end;) {
-      const int64_t run = o / inner;
+    int64_t run = begin / inner, unit = run % units;
+    for (int64_t o = begin; o < end; ++run) {
       const int64_t run_end = std::min(end, (run + 1) * inner);
-      fn(o, run_end, run % units);
+      fn(o, run_end, unit);
       o = run_end;
+      if (++unit == units) unit = 0;
     }
   }
 };
@@ -142,9 +190,9 @@ void forward_impl(const at::Tensor& x, at::Tensor& y, const UnitTables<T>& table
   at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
     for (int64_t c = first; c < last; ++c) {
       const int64_t begin = numel * c / chunks, end = numel * (c + 1) / chunks;
-      if (runs.inner == 1 && runs.units > 1) {  // channels interleaved: one loop, no runs
+      if (runs.interleaved()) {
         kernels::forward_interleaved<T>(xp + begin, yp + begin, end - begin, begin,
-                                        tables.units.data(), runs.units);
+                                        tables.arrays());
         continue;
       }
       runs.for_each(begin, end, [&](int64_t b, int64_t e, int64_t unit) {
@@ -172,13 +220,13 @@ at::Tensor backward_impl(
     for (int64_t c = first; c < last; ++c) {
       double* chunk_sums = pp + c * units * 2 * bins;
       const int64_t begin = numel * c / chunks, end = numel * (c + 1) / chunks;
-      if (runs.inner == 1 && units > 1) {  // channels interleaved: one loop, no runs
+      if (runs.interleaved()) {
         std::vector<kernels::BinSums> sums(units);
         for (int64_t u = 0; u < units; ++u) {
           sums[u] = kernels::BinSums{chunk_sums + u * 2 * bins, chunk_sums + u * 2 * bins + bins};
         }
         kernels::backward_interleaved<T>(xp + begin, gp + begin, gxp + begin, end - begin, begin,
-                                         tables.units.data(), units, sums.data());
+                                         tables.arrays(), sums.data());
         continue;
       }
       runs.for_each(begin, end,
@@ -206,8 +254,9 @@ at::Tensor pwlu_forward_cpu(
   at::Tensor y = at::empty_like(xc);
   const Runs runs = runs_of(xc, heights.size(0), channel_dim);
   AT_DISPATCH_FLOATING_TYPES(type, "pwlu_forward_cpu", [&] {
-    const auto tables =
-        make_tables<scalar_t>(left_bound, right_bound, heights, left_slope, right_slope);
+    const auto& tables =
+        make_tables<scalar_t>(left_bound, right_bound, heights, left_slope, right_slope,
+                              runs.interleaved());
     forward_impl<scalar_t>(xc, y, tables, runs);
   });
   return y.to(x.scalar_type());
@@ -233,8 +282,9 @@ pwlu_backward_cpu(
   if (x.numel() > 0) {
     const Runs runs = runs_of(xc, units, channel_dim);
     AT_DISPATCH_FLOATING_TYPES(type, "pwlu_backward_cpu", [&] {
-      const auto tables =
-          make_tables<scalar_t>(left_bound, right_bound, heights, left_slope, right_slope);
+      const auto& tables =
+          make_tables<scalar_t>(left_bound, right_bound, heights, left_slope, right_slope,
+                                runs.interleaved());
       sums = backward_impl<scalar_t>(g, xc, gx, tables, runs, bins);
     });
   }

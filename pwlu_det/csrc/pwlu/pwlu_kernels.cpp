@@ -56,6 +56,19 @@ void backward_scalar(const T* x, const T* g, T* gx, int64_t n, const Unit<T>& un
   }
 }
 
+template <typename T>
+void forward_interleaved_scalar(const T* x, T* y, int64_t n, int64_t first_unit,
+                                const UnitArrays<T>& all) {
+  int64_t unit = first_unit % all.num_units;
+  for (int64_t k = 0; k < n; ++k) {
+    T w;
+    const Unit<T>& u = all.units[unit];
+    const int64_t bin = bin_of(x[k], u, &w);
+    y[k] = u.slope[bin] * x[k] + u.intercept[bin];
+    if (++unit == all.num_units) unit = 0;
+  }
+}
+
 // Runs at least this long accumulate into several interleaved copies of the bin sums, so
 // that consecutive elements in the same bin do not wait on each other's additions.
 constexpr int64_t kLongRun = 256;
@@ -92,25 +105,29 @@ class SplitSums {
 // ---------------------------------------------------------------------------------------
 // AVX-512 (16 floats per vector).
 
+// bin_of for 16 elements, each lane with its own bounds (as floats).
 __attribute__((target("avx512f"))) inline __m512 bins_avx512(
-    __m512 x, const Unit<float>& unit, __m512* w) {
-  const __m512 left = _mm512_set1_ps(unit.left_bound);
-  const __m512 right = _mm512_set1_ps(unit.right_bound);
-  const __m512 position = _mm512_mul_ps(_mm512_sub_ps(x, left), _mm512_set1_ps(unit.inv_width));
+    __m512 x, __m512 left, __m512 right, __m512 inv_width, int64_t num_intervals, __m512* w) {
+  const __m512 position = _mm512_mul_ps(_mm512_sub_ps(x, left), inv_width);
   __m512 interval = _mm512_roundscale_ps(position, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
   // max_ps returns its second operand when one is NaN: a NaN x lands in interval 0.
   interval = _mm512_max_ps(interval, _mm512_setzero_ps());
-  interval = _mm512_min_ps(interval, _mm512_set1_ps(static_cast<float>(unit.num_intervals - 1)));
+  interval = _mm512_min_ps(interval, _mm512_set1_ps(static_cast<float>(num_intervals - 1)));
   __m512 bin = _mm512_add_ps(interval, _mm512_set1_ps(1.0f));
   *w = _mm512_sub_ps(position, interval);
   const __mmask16 is_left = _mm512_cmp_ps_mask(x, left, _CMP_LT_OQ);
   const __mmask16 is_right = _mm512_cmp_ps_mask(x, right, _CMP_GE_OQ);
   bin = _mm512_mask_mov_ps(bin, is_left, _mm512_setzero_ps());
   *w = _mm512_mask_sub_ps(*w, is_left, x, left);
-  bin = _mm512_mask_mov_ps(
-      bin, is_right, _mm512_set1_ps(static_cast<float>(unit.num_intervals + 1)));
+  bin = _mm512_mask_mov_ps(bin, is_right, _mm512_set1_ps(static_cast<float>(num_intervals + 1)));
   *w = _mm512_mask_sub_ps(*w, is_right, x, right);
   return bin;
+}
+
+__attribute__((target("avx512f"))) inline __m512 bins_avx512(
+    __m512 x, const Unit<float>& unit, __m512* w) {
+  return bins_avx512(x, _mm512_set1_ps(unit.left_bound), _mm512_set1_ps(unit.right_bound),
+                     _mm512_set1_ps(unit.inv_width), unit.num_intervals, w);
 }
 
 // Table lookups: with at most 32 bins the table lives in two registers and a permute replaces
@@ -139,6 +156,18 @@ __attribute__((target("avx512f"))) inline __m512 lookup_avx512(const TableAvx512
   return _mm512_i32gather_ps(bin, t.memory, 4);
 }
 
+// The first `lanes` (0..16) lanes.
+__attribute__((target("avx512f"))) inline __mmask16 first_lanes(int64_t lanes) {
+  return static_cast<__mmask16>((1u << lanes) - 1);
+}
+
+__attribute__((target("avx512f"))) inline __m512 forward_vector_avx512(
+    __m512 x, const Unit<float>& unit, const TableAvx512& slopes, const TableAvx512& intercepts) {
+  __m512 w;
+  const __m512i bin = _mm512_cvttps_epi32(bins_avx512(x, unit, &w));
+  return _mm512_fmadd_ps(lookup_avx512(slopes, bin), x, lookup_avx512(intercepts, bin));
+}
+
 __attribute__((target("avx512f"))) void forward_avx512(
     const float* x, float* y, int64_t n, const Unit<float>& unit) {
   const TableAvx512 slopes = load_table_avx512(unit.slope, unit.num_intervals + 2);
@@ -146,13 +175,54 @@ __attribute__((target("avx512f"))) void forward_avx512(
   int64_t k = 0;
   for (; k + 16 <= n; k += 16) {
     const __m512 vx = _mm512_loadu_ps(x + k);
-    __m512 w;
-    const __m512i bin = _mm512_cvttps_epi32(bins_avx512(vx, unit, &w));
-    const __m512 slope = lookup_avx512(slopes, bin);
-    const __m512 intercept = lookup_avx512(intercepts, bin);
-    _mm512_storeu_ps(y + k, _mm512_fmadd_ps(slope, vx, intercept));
+    _mm512_storeu_ps(y + k, forward_vector_avx512(vx, unit, slopes, intercepts));
   }
-  forward_scalar(x + k, y + k, n - k, unit);
+  if (k < n) {  // the tail, masked: the lanes past n read 0 (a valid bin) and store nothing
+    const __mmask16 tail = first_lanes(n - k);
+    const __m512 vx = _mm512_maskz_loadu_ps(tail, x + k);
+    _mm512_mask_storeu_ps(y + k, tail, forward_vector_avx512(vx, unit, slopes, intercepts));
+  }
+}
+
+// Interleaved units: up to 16 consecutive channels per vector, stopping where a row of
+// channels ends; bounds come from the arrays, (slope, intercept) pairs by gather.
+__attribute__((target("avx512f"))) void forward_interleaved_avx512(
+    const float* x, float* y, int64_t n, int64_t first_unit, const UnitArrays<float>& all) {
+  const int32_t bins = static_cast<int32_t>(all.num_intervals + 2);
+  const __m512i lane_offsets = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      _mm512_set1_epi32(bins));
+  const __m512i even =
+      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  int64_t u = first_unit % all.num_units;
+  for (int64_t k = 0; k < n;) {
+    const int64_t lanes = std::min<int64_t>({16, n - k, all.num_units - u});
+    const __mmask16 mask = first_lanes(lanes);
+    const __m512 vx = _mm512_maskz_loadu_ps(mask, x + k);
+    __m512 w;
+    const __m512 bin = bins_avx512(vx, _mm512_maskz_loadu_ps(mask, all.left_bound + u),
+                                   _mm512_maskz_loadu_ps(mask, all.right_bound + u),
+                                   _mm512_maskz_loadu_ps(mask, all.inv_width + u),
+                                   all.num_intervals, &w);
+    const __m512i index = _mm512_add_epi32(
+        _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(u) * bins), lane_offsets),
+        _mm512_cvttps_epi32(bin));
+    // Masked gathers of (slope, intercept) pairs, 8 lanes each: lanes past the last channel
+    // must not read past the tables.
+    const __m512 low = _mm512_castpd_ps(_mm512_mask_i32gather_pd(
+        _mm512_setzero_pd(), static_cast<__mmask8>(mask), _mm512_castsi512_si256(index),
+        all.pairs, 8));
+    const __m512 high = _mm512_castpd_ps(_mm512_mask_i32gather_pd(
+        _mm512_setzero_pd(), static_cast<__mmask8>(mask >> 8),
+        _mm512_extracti64x4_epi64(index, 1), all.pairs, 8));
+    const __m512 slope = _mm512_permutex2var_ps(low, even, high);
+    const __m512 intercept = _mm512_permutex2var_ps(low, odd, high);
+    _mm512_mask_storeu_ps(y + k, mask, _mm512_fmadd_ps(slope, vx, intercept));
+    k += lanes;
+    u += lanes;
+    if (u == all.num_units) u = 0;
+  }
 }
 
 __attribute__((target("avx512f"))) void backward_avx512(
@@ -183,38 +253,97 @@ __attribute__((target("avx512f"))) void backward_avx512(
 // ---------------------------------------------------------------------------------------
 // AVX2 (8 floats per vector).
 
+// bin_of for 8 elements, each lane with its own bounds (as floats).
 __attribute__((target("avx2,fma"))) inline __m256 bins_avx2(
-    __m256 x, const Unit<float>& unit, __m256* w) {
-  const __m256 left = _mm256_set1_ps(unit.left_bound);
-  const __m256 right = _mm256_set1_ps(unit.right_bound);
-  const __m256 position = _mm256_mul_ps(_mm256_sub_ps(x, left), _mm256_set1_ps(unit.inv_width));
+    __m256 x, __m256 left, __m256 right, __m256 inv_width, int64_t num_intervals, __m256* w) {
+  const __m256 position = _mm256_mul_ps(_mm256_sub_ps(x, left), inv_width);
   __m256 interval = _mm256_floor_ps(position);
   interval = _mm256_max_ps(interval, _mm256_setzero_ps());  // NaN -> 0, as above
-  interval = _mm256_min_ps(interval, _mm256_set1_ps(static_cast<float>(unit.num_intervals - 1)));
+  interval = _mm256_min_ps(interval, _mm256_set1_ps(static_cast<float>(num_intervals - 1)));
   __m256 bin = _mm256_add_ps(interval, _mm256_set1_ps(1.0f));
   *w = _mm256_sub_ps(position, interval);
   const __m256 is_left = _mm256_cmp_ps(x, left, _CMP_LT_OQ);
   const __m256 is_right = _mm256_cmp_ps(x, right, _CMP_GE_OQ);
   bin = _mm256_blendv_ps(bin, _mm256_setzero_ps(), is_left);
   *w = _mm256_blendv_ps(*w, _mm256_sub_ps(x, left), is_left);
-  bin = _mm256_blendv_ps(
-      bin, _mm256_set1_ps(static_cast<float>(unit.num_intervals + 1)), is_right);
+  bin = _mm256_blendv_ps(bin, _mm256_set1_ps(static_cast<float>(num_intervals + 1)), is_right);
   *w = _mm256_blendv_ps(*w, _mm256_sub_ps(x, right), is_right);
   return bin;
+}
+
+__attribute__((target("avx2,fma"))) inline __m256 bins_avx2(
+    __m256 x, const Unit<float>& unit, __m256* w) {
+  return bins_avx2(x, _mm256_set1_ps(unit.left_bound), _mm256_set1_ps(unit.right_bound),
+                   _mm256_set1_ps(unit.inv_width), unit.num_intervals, w);
+}
+
+// All ones in the first `lanes` (0..8) lanes, for maskload / maskstore.
+__attribute__((target("avx2,fma"))) inline __m256i first_lanes_avx2(int64_t lanes) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(lanes)),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+__attribute__((target("avx2,fma"))) inline __m256 forward_vector_avx2(
+    __m256 x, const Unit<float>& unit) {
+  __m256 w;
+  const __m256i bin = _mm256_cvttps_epi32(bins_avx2(x, unit, &w));
+  const __m256 slope = _mm256_i32gather_ps(unit.slope, bin, 4);
+  const __m256 intercept = _mm256_i32gather_ps(unit.intercept, bin, 4);
+  return _mm256_fmadd_ps(slope, x, intercept);
 }
 
 __attribute__((target("avx2,fma"))) void forward_avx2(
     const float* x, float* y, int64_t n, const Unit<float>& unit) {
   int64_t k = 0;
   for (; k + 8 <= n; k += 8) {
-    const __m256 vx = _mm256_loadu_ps(x + k);
-    __m256 w;
-    const __m256i bin = _mm256_cvttps_epi32(bins_avx2(vx, unit, &w));
-    const __m256 slope = _mm256_i32gather_ps(unit.slope, bin, 4);
-    const __m256 intercept = _mm256_i32gather_ps(unit.intercept, bin, 4);
-    _mm256_storeu_ps(y + k, _mm256_fmadd_ps(slope, vx, intercept));
+    _mm256_storeu_ps(y + k, forward_vector_avx2(_mm256_loadu_ps(x + k), unit));
   }
-  forward_scalar(x + k, y + k, n - k, unit);
+  if (k < n) {  // the tail, masked as in forward_avx512
+    const __m256i tail = first_lanes_avx2(n - k);
+    const __m256 vx = _mm256_maskload_ps(x + k, tail);
+    _mm256_maskstore_ps(y + k, tail, forward_vector_avx2(vx, unit));
+  }
+}
+
+// As forward_interleaved_avx512, 8 channels per vector.
+__attribute__((target("avx2,fma"))) void forward_interleaved_avx2(
+    const float* x, float* y, int64_t n, int64_t first_unit, const UnitArrays<float>& all) {
+  const int32_t bins = static_cast<int32_t>(all.num_intervals + 2);
+  const __m256i lane_offsets = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                  _mm256_set1_epi32(bins));
+  int64_t u = first_unit % all.num_units;
+  for (int64_t k = 0; k < n;) {
+    const int64_t lanes = std::min<int64_t>({8, n - k, all.num_units - u});
+    const __m256i mask = first_lanes_avx2(lanes);
+    const __m256 vx = _mm256_maskload_ps(x + k, mask);
+    __m256 w;
+    const __m256 bin = bins_avx2(vx, _mm256_maskload_ps(all.left_bound + u, mask),
+                                 _mm256_maskload_ps(all.right_bound + u, mask),
+                                 _mm256_maskload_ps(all.inv_width + u, mask), all.num_intervals,
+                                 &w);
+    const __m256i index = _mm256_add_epi32(
+        _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(u) * bins), lane_offsets),
+        _mm256_cvttps_epi32(bin));
+    // (slope, intercept) pairs of lanes 0-3 and 4-7, then slopes and intercepts apart.
+    const __m256 low = _mm256_castpd_ps(_mm256_mask_i32gather_pd(
+        _mm256_setzero_pd(), reinterpret_cast<const double*>(all.pairs),
+        _mm256_castsi256_si128(index),
+        _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(mask))), 8));
+    const __m256 high = _mm256_castpd_ps(_mm256_mask_i32gather_pd(
+        _mm256_setzero_pd(), reinterpret_cast<const double*>(all.pairs),
+        _mm256_extracti128_si256(index, 1),
+        _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(mask, 1))), 8));
+    const __m256 slope = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(low, high, _MM_SHUFFLE(2, 0, 2, 0))),
+        _MM_SHUFFLE(3, 1, 2, 0)));
+    const __m256 intercept = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(low, high, _MM_SHUFFLE(3, 1, 3, 1))),
+        _MM_SHUFFLE(3, 1, 2, 0)));
+    _mm256_maskstore_ps(y + k, mask, _mm256_fmadd_ps(slope, vx, intercept));
+    k += lanes;
+    u += lanes;
+    if (u == all.num_units) u = 0;
+  }
 }
 
 __attribute__((target("avx2,fma"))) void backward_avx2(
@@ -309,43 +438,44 @@ void backward_run<double>(
   backward_scalar(x, g, gx, n, unit, sums);
 }
 
-template <typename T>
-void forward_interleaved(const T* x, T* y, int64_t n, int64_t first_unit, const Unit<T>* units,
-                         int64_t num_units) {
-  int64_t unit = first_unit % num_units;
-  for (int64_t k = 0; k < n; ++k) {
-    T w;
-    const Unit<T>& u = units[unit];
-    const int64_t bin = bin_of(x[k], u, &w);
-    y[k] = u.slope[bin] * x[k] + u.intercept[bin];
-    if (++unit == num_units) unit = 0;
+template <>
+void forward_interleaved<float>(const float* x, float* y, int64_t n, int64_t first_unit,
+                                const UnitArrays<float>& all) {
+  switch (active_isa()) {
+    case Isa::kAvx512:
+      return forward_interleaved_avx512(x, y, n, first_unit, all);
+    case Isa::kAvx2:
+      return forward_interleaved_avx2(x, y, n, first_unit, all);
+    default:
+      return forward_interleaved_scalar(x, y, n, first_unit, all);
   }
+}
+
+template <>
+void forward_interleaved<double>(const double* x, double* y, int64_t n, int64_t first_unit,
+                                 const UnitArrays<double>& all) {
+  forward_interleaved_scalar(x, y, n, first_unit, all);
 }
 
 template <typename T>
 void backward_interleaved(const T* x, const T* g, T* gx, int64_t n, int64_t first_unit,
-                          const Unit<T>* units, int64_t num_units, const BinSums* sums) {
-  int64_t unit = first_unit % num_units;
+                          const UnitArrays<T>& all, const BinSums* sums) {
+  int64_t unit = first_unit % all.num_units;
   for (int64_t k = 0; k < n; ++k) {
     T w;
-    const Unit<T>& u = units[unit];
+    const Unit<T>& u = all.units[unit];
     const int64_t bin = bin_of(x[k], u, &w);
     gx[k] = g[k] * u.slope[bin];
     sums[unit].sum_g[bin] += static_cast<double>(g[k]);
     sums[unit].sum_gw[bin] += static_cast<double>(g[k] * w);
-    if (++unit == num_units) unit = 0;
+    if (++unit == all.num_units) unit = 0;
   }
 }
 
-template void forward_interleaved<float>(const float*, float*, int64_t, int64_t,
-                                         const Unit<float>*, int64_t);
-template void forward_interleaved<double>(const double*, double*, int64_t, int64_t,
-                                          const Unit<double>*, int64_t);
 template void backward_interleaved<float>(const float*, const float*, float*, int64_t, int64_t,
-                                          const Unit<float>*, int64_t, const BinSums*);
+                                          const UnitArrays<float>&, const BinSums*);
 template void backward_interleaved<double>(const double*, const double*, double*, int64_t,
-                                           int64_t, const Unit<double>*, int64_t,
-                                           const BinSums*);
+                                           int64_t, const UnitArrays<double>&, const BinSums*);
 
 std::string cpu_capability() {
   switch (active_isa()) {

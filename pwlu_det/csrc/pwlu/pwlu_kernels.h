@@ -39,16 +39,33 @@ void forward_run(const T* x, T* y, int64_t n, const Unit<T>& unit);
 template <typename T>
 void backward_run(const T* x, const T* g, T* gx, int64_t n, const Unit<T>& unit, BinSums sums);
 
-// Interleaved units (a channel dimension with stride 1, e.g. (N, C) inputs of linear layers or
-// channels_last): element k uses units[(first_unit + k) % num_units]. Scalar loops.
+// All units of a channel-wise op: units[u] as above, and the same values as arrays for vector
+// loads (structure of arrays): unit u's bounds are left_bound[u], right_bound[u], inv_width[u],
+// and the slope of its bin b is pairs[2 * (u * (num_intervals + 2) + b)], followed by the
+// intercept (one 64-bit gather fetches both).
 template <typename T>
-void forward_interleaved(const T* x, T* y, int64_t n, int64_t first_unit, const Unit<T>* units,
-                         int64_t num_units);
+struct UnitArrays {
+  const Unit<T>* units;
+  int64_t num_units;
+  int64_t num_intervals;
+  const T* left_bound;
+  const T* right_bound;
+  const T* inv_width;
+  const T* pairs;
+};
+
+// Interleaved units (a channel dimension with stride 1, e.g. (N, C) inputs of linear layers or
+// channels_last): element k uses unit (first_unit + k) % num_units. Vector loops for float32
+// (16 or 8 consecutive channels at a time); num_units * (num_intervals + 2) must fit in int32.
+template <typename T>
+void forward_interleaved(const T* x, T* y, int64_t n, int64_t first_unit,
+                         const UnitArrays<T>& all);
 
 // As forward_interleaved, adding each element's sums into sums[unit] (one BinSums per unit).
+// Scalar loop.
 template <typename T>
 void backward_interleaved(const T* x, const T* g, T* gx, int64_t n, int64_t first_unit,
-                          const Unit<T>* units, int64_t num_units, const BinSums* sums);
+                          const UnitArrays<T>& all, const BinSums* sums);
 
 // The instruction set the float32 loops use: "avx512", "avx2" or "scalar".
 std::string cpu_capability();
