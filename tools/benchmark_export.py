@@ -4,7 +4,8 @@
 The three models differ only in their activation (same config, same random weights for the
 shared layers, same input); detection post-processing is made equal by keeping every detection
 (score threshold 0, at most TEST.DETECTIONS_PER_IMAGE). Prints, per model, the median latency
-of PyTorch eager, TorchScript (traced) and onnxruntime, and the ratio to Swish. A second
+of PyTorch eager, TorchScript (traced) and onnxruntime, and the ratio to Swish; the models
+are timed in rounds where that is fair (see interleaved_medians). A second
 table times the activation alone on one (1, 64, 128, 128) tensor in each runtime: eager runs
 the fused C++ op, the exported models run the inference form in standard ops, whose cost
 (several passes over memory and two table lookups per element, against one pass for Swish)
@@ -20,11 +21,13 @@ Example::
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
+import time
+from collections.abc import Callable
 
 import onnxruntime
 import torch
-from benchmark_pwlu import median_ms  # tools/ is on sys.path when this script runs
 from detectron2.modeling import build_model
 
 from pwlu_det.config import load_pwlu_config
@@ -52,7 +55,7 @@ def _session(path: str, threads: int) -> onnxruntime.InferenceSession:
 
 
 def activation_only(threads: int, repeats: int, tmp: str) -> dict[str, dict[str, float]]:
-    """Milliseconds of Swish and of a channel-wise PWLU (N = 16) alone, per runtime."""
+    """Median milliseconds of Swish and of a channel-wise PWLU (N = 16) alone, per runtime."""
     x = torch.randn(1, 64, 128, 128)
     unit = PWLU(64, num_intervals=16).eval()
     state = unit.state_dict()
@@ -67,12 +70,38 @@ def activation_only(threads: int, repeats: int, tmp: str) -> dict[str, dict[str,
             torch.onnx.export(module, (x,), path, opset_version=16, dynamo=False)
         session = _session(path, threads)
         feed = {session.get_inputs()[0].name: x.numpy()}
-        with torch.no_grad():
-            rows[name] = {
-                "eager": median_ms(lambda m=module: m(x), repeats),
-                "torchscript": median_ms(lambda t=traced: t(x), repeats),
-                "onnxruntime": median_ms(lambda s=session, f=feed: s.run(None, f), repeats),
-            }
+        rows[name] = {
+            "eager": lambda m=module: m(x),
+            "torchscript": lambda t=traced: t(x),
+            "onnxruntime": lambda s=session, f=feed: s.run(None, f),
+        }
+    with torch.no_grad():
+        return interleaved_medians(rows, repeats)
+
+
+def interleaved_medians(
+    runners: dict[str, dict[str, Callable[[], object]]], repeats: int, warmup: int = 2
+) -> dict[str, dict[str, float]]:
+    """Median milliseconds of every runner, one runtime after the other.
+
+    PyTorch runs are timed in rounds (one call of each activation per round), so that drifts
+    of the machine's speed hit all activations alike. onnxruntime sessions are timed one after
+    the other, as an application runs one model: a session's idle threads spin for a while
+    after a run (its default) and would slow down another session's run.
+    """
+    rows: dict[str, dict[str, float]] = {activation: {} for activation in runners}
+    for key in next(iter(runners.values())):
+        times: dict[str, list[float]] = {activation: [] for activation in runners}
+        if key == "onnxruntime":
+            order = [a for a in runners for _ in range(warmup + repeats)]
+        else:
+            order = [a for _ in range(warmup + repeats) for a in runners]
+        for activation in order:
+            start = time.perf_counter()
+            runners[activation][key]()
+            times[activation].append(1e3 * (time.perf_counter() - start))
+        for activation, values in times.items():
+            rows[activation][key] = statistics.median(values[warmup:])
     return rows
 
 
@@ -95,7 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     image = make_synthetic_batch(1, 256, 256, num_classes=4, seed=0)[0]["image"]
-    rows = {}
+    runners, detections = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for activation in ACTIVATIONS:
             model = build(activation)
@@ -104,18 +133,16 @@ def main() -> None:
             traced = torch.jit.load(ts.path)
             session = _session(onnx.path, args.threads)
             feed = {session.get_inputs()[0].name: image.numpy()}
-            with torch.no_grad():
-                rows[activation] = {
-                    "eager": median_ms(
-                        lambda m=model: m.inference([{"image": image}], do_postprocess=False),
-                        args.repeats,
-                    ),
-                    "torchscript": median_ms(lambda t=traced: t(image), args.repeats),
-                    "onnxruntime": median_ms(
-                        lambda s=session, f=feed: s.run(None, f), args.repeats
-                    ),
-                    "detections": onnx.num_detections,
-                }
+            runners[activation] = {
+                "eager": lambda m=model: m.inference([{"image": image}], do_postprocess=False),
+                "torchscript": lambda t=traced: t(image),
+                "onnxruntime": lambda s=session, f=feed: s.run(None, f),
+            }
+            detections[activation] = onnx.num_detections
+        with torch.no_grad():
+            rows = interleaved_medians(runners, args.repeats)
+        for activation, row in rows.items():
+            row["detections"] = detections[activation]
         alone = activation_only(args.threads, 5 * args.repeats, tmp)
     print_rows(
         f"Mask R-CNN R18-FPN (demo config), one 256x256 image, {args.threads} threads, "
