@@ -61,15 +61,26 @@ def inference_tables(
 
 
 def _as_units_view(x: Tensor, channel_dim: int | None) -> Tensor:
-    """``x`` viewed as ``(outer, P, inner)``: channels in the middle, or all in one unit."""
+    """``x`` viewed as ``(outer, P, inner)``: channels in the middle, or all in one unit.
+
+    Channels in the last dim (a linear layer's ``(N, C)``) give ``(1, C, N)``, a transposed
+    view: the tables, broadcast to ``(outer, P, N + 2)`` for the lookup, then stay small.
+    """
     if channel_dim is None:
         return x.reshape(1, 1, -1)
     if channel_dim < 0:
         channel_dim += x.dim()
-    x = x.flatten(channel_dim + 1) if channel_dim + 1 < x.dim() else x.unsqueeze(-1)
-    if channel_dim > 0:
-        return x.flatten(0, channel_dim - 1)
-    return x.unsqueeze(0)
+    if channel_dim == x.dim() - 1:
+        return x.reshape(-1, x.shape[-1]).t().unsqueeze(0)
+    x = x.flatten(channel_dim + 1)
+    return x.flatten(0, channel_dim - 1) if channel_dim > 0 else x.unsqueeze(0)
+
+
+def _from_units_view(y3: Tensor, x: Tensor, channel_dim: int | None) -> Tensor:
+    """Inverse of :func:`_as_units_view`: ``y3`` in the shape of ``x``."""
+    if channel_dim is not None and channel_dim % x.dim() == x.dim() - 1:
+        return y3.squeeze(0).t().reshape(x.shape)
+    return y3.reshape(x.shape)
 
 
 def pwlu_inference(
@@ -106,7 +117,7 @@ def pwlu_inference(
         y = _lookup(position, x3, slopes, intercepts, last_bin)
     else:
         y = _lookup_traceable(position, x3, slopes, intercepts, last_bin)
-    return y.reshape(x.shape)
+    return _from_units_view(y, x, channel_dim)
 
 
 def _lookup(
