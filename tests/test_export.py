@@ -137,3 +137,35 @@ def test_bad_export_requests(tmp_path):
         export_model(model, _image(), str(tmp_path), "onnx", "scripting")
     with pytest.raises(ValueError, match=r"\(3, H, W\)"):
         export_model(model, _image()[None], str(tmp_path))
+
+
+def test_traced_export_holds_the_pwlu_tables_as_constants(tmp_path, monkeypatch):
+    # Tables are computed once per unit when the export begins; the trace then reads the
+    # frozen ones (no per-call table arithmetic in the exported graph).
+    from pwlu_det.layers import pwlu_module
+
+    calls = []
+    real = pwlu_module.inference_tables
+    monkeypatch.setattr(pwlu_module, "inference_tables", lambda *p: calls.append(1) or real(*p))
+    model = _model("mask_rcnn", "PWLU")
+    units = sum(isinstance(m, PWLU) for m in model.modules())
+    export_model(model, _image(), str(tmp_path), "torchscript", "tracing")
+    assert len(calls) == units
+
+
+def test_fused_op_export_to_traced_torchscript(tmp_path):
+    model = _model("mask_rcnn", "PWLU")
+    result = export_model(model, _image(), str(tmp_path), "torchscript", "tracing", "fused")
+    assert result.num_detections > 0 and result.max_abs_diff["boxes"] < 1e-3
+    calls = []
+    for unit in (m for m in model.modules() if isinstance(m, PWLU)):
+        unit.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        model.inference([{"image": _image()}], do_postprocess=False)
+    graph = str(torch.jit.load(result.path).inlined_graph)
+    assert graph.count("pwlu_det::pwlu_forward") == len(calls)  # every PWLU call
+    assert not any(m.trace_fused_op for m in model.modules() if isinstance(m, PWLU))
+    with pytest.raises(ValueError, match="traced TorchScript only"):
+        export_model(model, _image(), str(tmp_path), "onnx", "tracing", "fused")
+    with pytest.raises(ValueError, match="traced TorchScript only"):
+        export_model(model, _image(), str(tmp_path), "torchscript", "scripting", "fused")

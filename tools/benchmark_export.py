@@ -4,12 +4,12 @@
 The three models differ only in their activation (same config, same random weights for the
 shared layers, same input); detection post-processing is made equal by keeping every detection
 (score threshold 0, at most TEST.DETECTIONS_PER_IMAGE). Prints, per model, the median latency
-of PyTorch eager, TorchScript (traced) and onnxruntime, and the ratio to Swish; the models
-are timed in rounds where that is fair (see interleaved_medians). A second
-table times the activation alone on one (1, 64, 128, 128) tensor in each runtime: eager runs
-the fused C++ op, the exported models run the inference form in standard ops, whose cost
-(several passes over memory and two table lookups per element, against one pass for Swish)
-bounds what export can reach.
+of PyTorch eager, TorchScript (traced; PWLUs as standard ops, and as the fused op: "ts fused
+op", see tools/export_model.py --pwlu-op) and onnxruntime, and the ratio to Swish; the models
+are timed in rounds where that is fair (see interleaved_medians). A second table times the
+activation alone on one (1, 64, 128, 128) tensor in each runtime: eager runs the fused C++ op,
+the exported models the inference form in standard ops, whose cost (several passes over memory
+and table lookups per element, against one pass for Swish) bounds what export can reach.
 
 Target: PWLU <= 1.10x Swish.
 
@@ -107,7 +107,7 @@ def interleaved_medians(
 
 def print_rows(title: str, rows: dict[str, dict[str, float]], extra: str | None = None) -> None:
     print(title)
-    keys = ("eager", "torchscript", "onnxruntime")
+    keys = [k for k in next(iter(rows.values())) if k != extra]
     header = f"{'activation':<11}" + "".join(f"{k + ' ms':>16}{'x Swish':>9}" for k in keys)
     print(header + (f"{extra:>12}" if extra else ""))
     for activation, row in rows.items():
@@ -129,13 +129,17 @@ def main() -> None:
         for activation in ACTIVATIONS:
             model = build(activation)
             ts = export_model(model, image, f"{tmp}/{activation}_ts", "torchscript", "tracing")
+            fused = export_model(
+                model, image, f"{tmp}/{activation}_fused", "torchscript", "tracing", "fused"
+            )
             onnx = export_model(model, image, f"{tmp}/{activation}_onnx", "onnx", "tracing")
-            traced = torch.jit.load(ts.path)
+            traced, traced_fused = torch.jit.load(ts.path), torch.jit.load(fused.path)
             session = _session(onnx.path, args.threads)
             feed = {session.get_inputs()[0].name: image.numpy()}
             runners[activation] = {
                 "eager": lambda m=model: m.inference([{"image": image}], do_postprocess=False),
                 "torchscript": lambda t=traced: t(image),
+                "ts fused op": lambda t=traced_fused: t(image),
                 "onnxruntime": lambda s=session, f=feed: s.run(None, f),
             }
             detections[activation] = onnx.num_detections

@@ -10,6 +10,10 @@ Example::
 The exported model runs on the sample image (``--sample-image``, default: the first image of
 shapes_val) and its boxes, scores, classes and masks are compared with the PyTorch model's; a
 mismatch is an error (exit status 1).
+
+PWLUs export as standard ops. ``--pwlu-op fused`` (traced TorchScript only) records the fused
+C++ op instead: about as fast as Swish on CPU, but loading the file needs ``import pwlu_det``
+before ``torch.jit.load``, and it runs on CPU only.
 """
 
 import argparse
@@ -37,6 +41,12 @@ def main() -> int:
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
     parser.add_argument("--export-method", choices=["tracing", "scripting"], default="tracing")
+    parser.add_argument(
+        "--pwlu-op",
+        choices=["standard", "fused"],
+        default="standard",
+        help="PWLUs as standard ops, or as pwlu_det's C++ op (traced TorchScript, CPU)",
+    )
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--sample-image", default=None, help="image file used for the check")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
@@ -44,7 +54,12 @@ def main() -> int:
     model, _ = load_model_for_export(args.config_file, args.opts)
     try:
         result = export_model(
-            model, sample_image(args.sample_image), args.output, args.format, args.export_method
+            model,
+            sample_image(args.sample_image),
+            args.output,
+            args.format,
+            args.export_method,
+            args.pwlu_op,
         )
     except ExportMismatchError as e:
         print(f"export FAILED its check: {e}", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 Follows Detectron2's deploy conventions: ``TracingAdapter`` flattens the model's inputs and
 outputs for tracing and ONNX (TorchScript-based exporter, ``dynamo=False``); scripting goes
-through ``scripting_with_instances``. PWLUs export in their inference form (standard ops only).
+through ``scripting_with_instances``. PWLUs export in their inference form (standard ops only),
+or, for traced TorchScript on request (``pwlu_op="fused"``), as the fused C++ op: faster, but
+the file then needs ``import pwlu_det`` before ``torch.jit.load`` and runs on CPU only.
 
 Every export is validated: the exported model runs on the sample image and its outputs (boxes,
 scores, classes, mask probabilities) are compared with the PyTorch model's, computed with its
@@ -27,7 +29,7 @@ from detectron2.utils.testing import convert_scripted_instances
 from torch import nn
 
 from pwlu_det.engine.checkpoint import atomic_write
-from pwlu_det.layers.pwlu_module import use_inference_form
+from pwlu_det.layers.pwlu_module import trace_with_fused_op, use_inference_form
 
 __all__ = ["EXPORT_FORMATS", "ExportMismatchError", "ExportResult", "export_model"]
 
@@ -35,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("torchscript", "onnx")
 EXPORT_METHODS = ("tracing", "scripting")
+#: How PWLUs appear in the exported graph: standard ops, or the fused pwlu_det op.
+PWLU_OPS = ("standard", "fused")
 #: Largest accepted difference between exported and PyTorch outputs, by output kind.
 TOLERANCES = {"float": 1e-3, "boxes": 1e-2}  # boxes in pixels
 
@@ -154,16 +158,35 @@ def _compare(name: str, expected: dict, actual: dict) -> dict[str, float]:
     return diffs
 
 
-def _export_traced(model, image, fmt, path) -> tuple[dict[str, float], int]:
+def _export_onnx(adapter: nn.Module, image: torch.Tensor, f) -> None:
+    torch.onnx.export(
+        adapter,
+        (image,),
+        f,
+        dynamo=False,
+        opset_version=16,
+        training=torch.onnx.TrainingMode.EVAL,
+        input_names=["image"],
+        dynamic_axes={"image": {1: "height", 2: "width"}},
+    )
+
+
+def _export_traced(model, image, fmt, path, pwlu_op) -> tuple[dict[str, float], int]:
     inference = _rcnn_inference if isinstance(model, GeneralizedRCNN) else None
     # A new nn.Module starts in training mode, which the ONNX exporter restores afterwards
     # (recursively, into the model): keep everything in eval mode.
     adapter = TracingAdapter(model, [{"image": image}], inference).eval()
-    with torch.no_grad(), use_inference_form(model):
+    # Traced in the inference form, with its tables frozen: they enter the graph as constants
+    # (or with the fused op, whose arithmetic the PyTorch reference then uses too).
+    pwlu_form = use_inference_form if pwlu_op == "standard" else trace_with_fused_op
+    with torch.no_grad(), pwlu_form(model):
         flat = adapter(image)  # the first call also sets adapter.outputs_schema
-    reference = _flatten_instances(adapter.outputs_schema(flat)[0]["instances"])
+        reference = _flatten_instances(adapter.outputs_schema(flat)[0]["instances"])
+        if fmt == "torchscript":
+            traced = torch.jit.trace(adapter, (image,))
+        else:
+            atomic_write(path, lambda f: _export_onnx(adapter, image, f))
     if fmt == "torchscript":
-        traced = torch.jit.trace(adapter, (image,))
         atomic_write(path, lambda f: torch.jit.save(traced, f))
         loaded = torch.jit.load(path)
         with torch.no_grad():
@@ -171,19 +194,6 @@ def _export_traced(model, image, fmt, path) -> tuple[dict[str, float], int]:
     else:
         import onnxruntime
 
-        atomic_write(
-            path,
-            lambda f: torch.onnx.export(
-                adapter,
-                (image,),
-                f,
-                dynamo=False,
-                opset_version=16,
-                training=torch.onnx.TrainingMode.EVAL,
-                input_names=["image"],
-                dynamic_axes={"image": {1: "height", 2: "width"}},
-            ),
-        )
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
         flat = session.run(None, {session.get_inputs()[0].name: image.numpy()})
         outputs = adapter.outputs_schema([torch.from_numpy(a) for a in flat])
@@ -227,6 +237,7 @@ def export_model(
     output_dir: str,
     fmt: str = "torchscript",
     method: str = "tracing",
+    pwlu_op: str = "standard",
 ) -> ExportResult:
     """Export ``model`` and check the exported file against it on ``image``.
 
@@ -236,9 +247,12 @@ def export_model(
         output_dir: where ``model.ts`` or ``model.onnx`` is written (atomically).
         fmt: ``"torchscript"`` or ``"onnx"``.
         method: ``"tracing"`` or ``"scripting"`` (scripting: TorchScript only).
+        pwlu_op: ``"standard"`` (PWLUs as standard ops) or ``"fused"`` (traced TorchScript
+            only: PWLUs as the ``pwlu_det::pwlu_forward`` op; load with ``import pwlu_det``).
 
     Raises:
-        ValueError: unknown format/method or ONNX with scripting.
+        ValueError: unknown format/method/pwlu_op, ONNX with scripting, or a fused op outside
+            traced TorchScript.
         ExportMismatchError: the exported model does not reproduce the PyTorch outputs.
     """
     if fmt not in EXPORT_FORMATS or method not in EXPORT_METHODS:
@@ -248,13 +262,20 @@ def export_model(
         )
     if fmt == "onnx" and method == "scripting":
         raise ValueError("export: ONNX export works by tracing; use --export-method tracing")
+    if pwlu_op not in PWLU_OPS:
+        raise ValueError(f"export: pwlu_op must be one of {PWLU_OPS}, got {pwlu_op!r}")
+    if pwlu_op == "fused" and (fmt, method) != ("torchscript", "tracing"):
+        raise ValueError(
+            "export: the fused PWLU op exports to traced TorchScript only; ONNX and scripted "
+            "models use the standard-op form"
+        )
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"export: image must be (3, H, W), got {tuple(image.shape)}")
     model.eval()
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "model.onnx" if fmt == "onnx" else "model.ts")
     if method == "tracing":
-        diffs, count = _export_traced(model, image, fmt, path)
+        diffs, count = _export_traced(model, image, fmt, path, pwlu_op)
     else:
         diffs, count = _export_scripted(model, image, path)
     logger.info("exported %s (%s) to %s; max differences %s", fmt, method, path, diffs)

@@ -24,7 +24,13 @@ from .pwlu_inference import inference_tables, pwlu_inference
 from .pwlu_op import pwlu
 from .pwlu_reference import pwlu_reference
 
-__all__ = ["PWLU", "RealignResult", "REALIGN_MODES", "use_inference_form"]
+__all__ = [
+    "PWLU",
+    "RealignResult",
+    "REALIGN_MODES",
+    "trace_with_fused_op",
+    "use_inference_form",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +117,8 @@ class PWLU(nn.Module):
         # Compute in the exported arithmetic (see use_inference_form) instead of the fused op.
         self.use_inference_form = False
         self._frozen_tables: tuple[torch.Tensor, ...] | None = None  # see use_inference_form
+        # Record the fused C++ op in TorchScript traces (see trace_with_fused_op).
+        self.trace_fused_op = False
         with torch.no_grad():  # the grid is snapped so that 0 is a breakpoint: exactly ReLU
             left, right = self._snap_to_zero_breakpoint(
                 self.left_bound.double(), self.right_bound.double()
@@ -154,7 +162,8 @@ class PWLU(nn.Module):
 
     @torch.jit.unused
     def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_inference_form or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        tracing_inference_form = torch.jit.is_tracing() and not self.trace_fused_op
+        if self.use_inference_form or tracing_inference_form or torch.onnx.is_in_onnx_export():
             return self.forward_inference(x)
         if self._phase == self.STATISTICS:
             if self.training:
@@ -369,3 +378,26 @@ def use_inference_form(model: nn.Module):
         for m, flag in zip(units, before, strict=True):
             m.use_inference_form = flag
             m._frozen_tables = None
+
+
+@contextlib.contextmanager
+def trace_with_fused_op(model: nn.Module):
+    """Within the block, TorchScript traces of ``model`` record its PWLUs as the fused C++ op
+    (``pwlu_det::pwlu_forward``) instead of the inference form in standard ops.
+
+    Such a TorchScript file runs at the fused op's speed, but only on CPU and only where
+    ``pwlu_det`` is installed and imported before ``torch.jit.load``.
+
+    Raises:
+        RuntimeError: the C++ extension is not built.
+    """
+    if not pwlu_cpp.available():
+        raise RuntimeError(f"the fused PWLU op is unavailable: {pwlu_cpp.unavailable_reason()}")
+    units = [m for m in model.modules() if isinstance(m, PWLU)]
+    for m in units:
+        m.trace_fused_op = True
+    try:
+        yield model
+    finally:
+        for m in units:
+            m.trace_fused_op = False
