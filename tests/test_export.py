@@ -169,3 +169,28 @@ def test_fused_op_export_to_traced_torchscript(tmp_path):
         export_model(model, _image(), str(tmp_path), "onnx", "tracing", "fused")
     with pytest.raises(ValueError, match="traced TorchScript only"):
         export_model(model, _image(), str(tmp_path), "torchscript", "scripting", "fused")
+
+
+def test_fused_op_torchscript_loads_after_import_pwlu_det(tmp_path):
+    # The documented recipe in a fresh interpreter: `import pwlu_det`, then torch.jit.load.
+    import subprocess
+    import sys
+
+    from pwlu_det.layers.pwlu_module import trace_with_fused_op
+
+    unit = PWLU(4).eval()
+    x = torch.randn(2, 4, 3, 3)
+    with torch.no_grad(), trace_with_fused_op(unit):
+        torch.jit.save(torch.jit.trace(unit, (x,)), str(tmp_path / "unit.ts"))
+    torch.save(x, tmp_path / "x.pt")
+    script = (
+        "import sys, torch, pwlu_det; m = torch.jit.load(sys.argv[1]); "
+        "x = torch.load(sys.argv[2]); assert torch.equal(m(x), x.relu()); print('ok')"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "unit.ts"), str(tmp_path / "x.pt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
