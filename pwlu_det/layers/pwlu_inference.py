@@ -9,10 +9,11 @@ the piece on its other side: the value is the same up to rounding (the function 
 A NaN input gives NaN (its bin is any valid one).
 
 The lookups are ``gather`` along the bin axis of the tables broadcast to x viewed as
-``(outer, P, inner)``: ONNX GatherElements, which onnxruntime runs several times faster than
-Gather on a flattened table. In an ONNX export the bin is cast to int32 (half the index
-traffic of int64); the graph holds only Mul, Add, Clip, Cast, GatherElements, Reshape, Expand
-and shape ops, so exported models need no custom operator.
+``(outer, P, inner)``. In PyTorch (and TorchScript) one gather of complex numbers fetches slope
+and intercept together. An ONNX export uses two GatherElements, which onnxruntime runs several
+times faster than Gather on a flattened table, with the bin cast to int32 (half the index
+traffic of int64); its graph holds only Mul, Add, Clip, Cast, GatherElements, Reshape,
+Transpose, Expand and shape ops, so exported models need no custom operator.
 """
 
 from __future__ import annotations
