@@ -13,9 +13,12 @@ and table lookups per element, against one pass for Swish) bounds what export ca
 
 Target: PWLU <= 1.10x Swish.
 
-Example::
+Examples (the default config is the demo Mask R-CNN R18-FPN)::
 
     .venv/bin/python tools/benchmark_export.py --threads 2 --repeats 10
+    .venv/bin/python tools/benchmark_export.py --config-file \
+        configs/COCO-Detection/retinanet_R_50_FPN_1x_pwlu.yaml MODEL.RESNETS.DEPTH 18 \
+        MODEL.RESNETS.RES2_OUT_CHANNELS 64 MODEL.RESNETS.NORM GN
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Callable
 
 import onnxruntime
 import torch
-from detectron2.modeling import build_model
+from detectron2.modeling import GeneralizedRCNN, build_model
 
 from pwlu_det.config import load_pwlu_config
 from pwlu_det.data import make_synthetic_batch
@@ -40,12 +43,32 @@ CONFIG = "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.yaml"
 ACTIVATIONS = ("Swish", "ReLU", "PWLU")
 
 
-def build(activation: str) -> torch.nn.Module:
+def build(config_file: str, activation: str, opts: list[str]) -> torch.nn.Module:
+    """The model of ``config_file`` with ``activation``, random weights (seed 0), keeping
+    every detection (score thresholds 0)."""
     cfg = load_pwlu_config(
-        CONFIG, ["MODEL.ACTIVATION.NAME", activation, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0]
+        config_file,
+        [
+            *opts,
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.ACTIVATION.NAME",
+            activation,
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+            0.0,
+            "MODEL.RETINANET.SCORE_THRESH_TEST",
+            0.0,
+        ],
     )
     torch.manual_seed(0)
     return build_model(cfg).eval()
+
+
+def eager_inference(model: torch.nn.Module, image: torch.Tensor) -> object:
+    """What the exported model computes, in PyTorch (R-CNN: without resizing the outputs)."""
+    if isinstance(model, GeneralizedRCNN):
+        return model.inference([{"image": image}], do_postprocess=False)
+    return model([{"image": image}])
 
 
 def _session(path: str, threads: int) -> onnxruntime.InferenceSession:
@@ -121,13 +144,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--config-file", default=CONFIG, help=f"default: {CONFIG}")
+    parser.add_argument("--size", type=int, default=256, help="input image: size x size")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    image = make_synthetic_batch(1, 256, 256, num_classes=4, seed=0)[0]["image"]
+    image = make_synthetic_batch(1, args.size, args.size, num_classes=4, seed=0)[0]["image"]
     runners, detections = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for activation in ACTIVATIONS:
-            model = build(activation)
+            model = build(args.config_file, activation, args.opts)
             ts = export_model(model, image, f"{tmp}/{activation}_ts", "torchscript", "tracing")
             fused = export_model(
                 model, image, f"{tmp}/{activation}_fused", "torchscript", "tracing", "fused"
@@ -137,7 +163,7 @@ def main() -> None:
             session = _session(onnx.path, args.threads)
             feed = {session.get_inputs()[0].name: image.numpy()}
             runners[activation] = {
-                "eager": lambda m=model: m.inference([{"image": image}], do_postprocess=False),
+                "eager": lambda m=model: eager_inference(m, image),
                 "torchscript": lambda t=traced: t(image),
                 "ts fused op": lambda t=traced_fused: t(image),
                 "onnxruntime": lambda s=session, f=feed: s.run(None, f),
@@ -149,8 +175,8 @@ def main() -> None:
             row["detections"] = detections[activation]
         alone = activation_only(args.threads, 5 * args.repeats, tmp)
     print_rows(
-        f"Mask R-CNN R18-FPN (demo config), one 256x256 image, {args.threads} threads, "
-        f"medians of {args.repeats}",
+        f"{args.config_file} {' '.join(map(str, args.opts))}, one {args.size}x{args.size} "
+        f"image, {args.threads} threads, medians of {args.repeats}",
         rows,
         extra="detections",
     )
