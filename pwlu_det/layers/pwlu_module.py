@@ -162,8 +162,10 @@ class PWLU(nn.Module):
 
     @torch.jit.unused
     def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
-        tracing_inference_form = torch.jit.is_tracing() and not self.trace_fused_op
-        if self.use_inference_form or tracing_inference_form or torch.onnx.is_in_onnx_export():
+        if self.use_inference_form:
+            return self.forward_inference(x)
+        # ONNX export traces too; it always gets the inference form (no custom op in ONNX).
+        if torch.jit.is_tracing() and (not self.trace_fused_op or torch.onnx.is_in_onnx_export()):
             return self.forward_inference(x)
         if self._phase == self.STATISTICS:
             if self.training:
