@@ -160,3 +160,39 @@ def test_one_training_step(config, activation):
     with torch.no_grad():
         outputs = model(batch)
     assert len(outputs) == 2 and all("instances" in o for o in outputs)
+
+
+SMALL = ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.WEIGHTS", ""]
+
+
+@pytest.mark.parametrize(
+    ("ours", "detectron2_base", "opts"),
+    [
+        (RETINANET, "Base-RetinaNet.yaml", ["MODEL.RETINANET.SCORE_THRESH_TEST", 0.0]),
+        (MASK_RCNN, "Base-RCNN-FPN.yaml", ["MODEL.MASK_ON", True]),
+    ],
+    ids=["retinanet", "mask_rcnn"],
+)
+def test_relu_models_compute_what_detectron2_computes(ours, detectron2_base, opts):
+    # Same weights in Detectron2's own model: every feature map and detection is identical
+    # (this caught an in-place ReLU on P6, which RetinaNet also returns as a feature map).
+    relu = ours.with_name(ours.name.replace("_pwlu", "_relu"))
+    model = build_model(load_cfg(relu, *SMALL, *opts)).eval()
+    reference = build_model(load_cfg(CONFIG_DIR / detectron2_base, *SMALL, *opts)).eval()
+    reference.load_state_dict(model.state_dict())
+    image = make_synthetic_batch(1, 160, 192, num_classes=3, seed=4)[0]["image"]
+    with torch.no_grad():
+        features = model.backbone(model.preprocess_image([{"image": image}]).tensor)
+        expected_features = reference.backbone(
+            reference.preprocess_image([{"image": image}]).tensor
+        )
+        assert features.keys() == expected_features.keys()
+        for name in features:
+            assert torch.equal(features[name], expected_features[name]), name
+        got = model([{"image": image}])[0]["instances"]
+        expected = reference([{"image": image}])[0]["instances"]
+    assert len(expected) > 0
+    assert torch.equal(got.pred_boxes.tensor, expected.pred_boxes.tensor)
+    assert torch.equal(got.scores, expected.scores)
+    if got.has("pred_masks"):
+        assert torch.equal(got.pred_masks, expected.pred_masks)

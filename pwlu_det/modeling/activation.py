@@ -35,12 +35,16 @@ class ActivationFactory:
         self.channel_wise = channel_wise
         self.pwlu_kwargs = pwlu_kwargs
 
-    def __call__(self, num_channels: int, channel_dim: int = 1) -> nn.Module:
-        """A new activation module for inputs with ``num_channels`` channels in ``channel_dim``."""
+    def __call__(self, num_channels: int, channel_dim: int = 1, inplace: bool = True) -> nn.Module:
+        """A new activation module for inputs with ``num_channels`` channels in ``channel_dim``.
+
+        ``inplace``: ReLU and Swish may overwrite their input (as Detectron2's ``F.relu_``);
+        pass False where the caller still uses the input afterwards. A PWLU never does.
+        """
         if self.name == "ReLU":
-            return nn.ReLU(inplace=True)
+            return nn.ReLU(inplace=inplace)
         if self.name in ("Swish", "SiLU"):
-            return nn.SiLU(inplace=True)
+            return nn.SiLU(inplace=inplace)
         return PWLU(
             num_channels if self.channel_wise else None,
             channel_dim=channel_dim,

@@ -115,7 +115,10 @@ def build_act_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
 
 
 class ActLastLevelP6P7(LastLevelP6P7):
-    """RetinaNet's P6/P7 block with ``self.act`` on P6 (Detectron2 applies ReLU)."""
+    """RetinaNet's P6/P7 block with ``self.act`` on P6 (Detectron2 applies ReLU).
+
+    ``activation`` must not work in place: P6 itself is one of the outputs.
+    """
 
     def __init__(
         self,
@@ -158,6 +161,7 @@ def build_act_retinanet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     top_block = ActLastLevelP6P7(
         bottom_up.output_shape()["res5"].channels,
         out_channels,
-        activation=activation_factory(cfg, "backbone")(out_channels),
+        # Not in place: P6 is an output of its own (Detectron2 applies F.relu, not F.relu_).
+        activation=activation_factory(cfg, "backbone")(out_channels, inplace=False),
     )
     return _fpn(cfg, bottom_up, top_block)
