@@ -21,7 +21,7 @@ from torch import nn
 
 from . import pwlu_cpp
 from .pwlu_inference import inference_tables, pwlu_inference
-from .pwlu_op import pwlu
+from .pwlu_op import canonical_params, pwlu
 from .pwlu_reference import pwlu_reference
 
 __all__ = [
@@ -179,14 +179,9 @@ class PWLU(nn.Module):
             # The fused op directly: the module's parameters are valid by construction, so
             # pwlu()'s Python checks would only add per-call overhead (x is checked in C++).
             channel_dim = 0 if self.num_channels is None else self.channel_dim % x.dim()
-            return torch.ops.pwlu_det.pwlu_forward(x, *self._canonical_params(), channel_dim)
+            params = canonical_params(*self._params())
+            return torch.ops.pwlu_det.pwlu_forward(x, *params, channel_dim)
         return pwlu(x, *self._params(), channel_dim=self.channel_dim)
-
-    def _canonical_params(self) -> tuple[torch.Tensor, ...]:
-        """The parameters as the fused ops take them: ``(P,)`` and heights ``(P, N + 1)``."""
-        if self.num_channels is not None:
-            return self._params()
-        return tuple(p.reshape(1, -1) if p.dim() == 1 else p.reshape(1) for p in self._params())
 
     def _reduce_dims(self, x: torch.Tensor) -> list[int]:
         if self.num_channels is None:

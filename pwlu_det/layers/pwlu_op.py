@@ -21,7 +21,7 @@ import torch
 
 from .pwlu_reference import pwlu_reference
 
-__all__ = ["BACKENDS", "pwlu", "resolve_backend"]
+__all__ = ["BACKENDS", "canonical_params", "pwlu", "resolve_backend"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,29 @@ def _check_inputs(x: torch.Tensor, params: tuple[torch.Tensor, ...], channel_dim
     return channel_dim
 
 
+def canonical_params(
+    left_bound: torch.Tensor,
+    right_bound: torch.Tensor,
+    heights: torch.Tensor,
+    left_slope: torch.Tensor,
+    right_slope: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """The parameters in the fused backends' form: ``(P,)`` and heights ``(P, N + 1)``.
+
+    Expects valid shapes (see :func:`pwlu`): channel-wise parameters are returned as they are
+    (no per-call reshapes on this hot path), a layer-wise unit's become ``P = 1``.
+    """
+    if heights.dim() == 2:
+        return left_bound, right_bound, heights, left_slope, right_slope
+    return (
+        left_bound.reshape(1),
+        right_bound.reshape(1),
+        heights.reshape(1, -1),
+        left_slope.reshape(1),
+        right_slope.reshape(1),
+    )
+
+
 def pwlu(
     x: torch.Tensor,
     left_bound: torch.Tensor,
@@ -184,14 +207,7 @@ def pwlu(
     backend = resolve_backend(backend, x)
     if backend == "reference":
         return pwlu_reference(x, *params, channel_dim=channel_dim)
-    units = 1 if heights.dim() == 1 else heights.shape[0]
-    canonical = (
-        left_bound.reshape(units),
-        right_bound.reshape(units),
-        heights.reshape(units, heights.shape[-1]),
-        left_slope.reshape(units),
-        right_slope.reshape(units),
-    )
+    canonical = canonical_params(*params)
     if backend == "cpp":
         return torch.ops.pwlu_det.pwlu_forward(x, *canonical, channel_dim)
     return torch.ops.pwlu_det.pwlu_triton_forward(x, *canonical, channel_dim)
