@@ -323,7 +323,7 @@ def test_export_and_eval_need_a_complete_checkpoint(tmp_path, monkeypatch):
     torch.save({"model": backbone}, tmp_path / "backbone_only.pth")
     AtomicDetectionCheckpointer(mask_rcnn("pwlu", *R18)).load(str(tmp_path / "backbone_only.pth"))
     complete = AtomicDetectionCheckpointer(mask_rcnn("pwlu", *R18), complete=True)
-    with pytest.raises(ValueError, match=r"lacks \d+ of the model's .*\n  proposal_generator"):
+    with pytest.raises(ValueError, match=r"lacks \d+ of the model's .*\n    proposal_generator"):
         complete.load(str(tmp_path / "backbone_only.pth"))
     weights = str(tmp_path / "backbone_only.pth")
     with pytest.raises(ValueError, match="would stay randomly initialised"):

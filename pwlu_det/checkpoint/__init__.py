@@ -10,6 +10,7 @@ from .convert import (
 from .loading import (
     PWLU_STATE_NAMES,
     ShapeMismatch,
+    check_checkpoint_complete,
     check_checkpoint_fits,
     find_shape_mismatches,
     missing_backbone_keys,
@@ -20,6 +21,7 @@ __all__ = [
     "PWLU_STATE_NAMES",
     "TORCHVISION_CONFIG",
     "ShapeMismatch",
+    "check_checkpoint_complete",
     "check_checkpoint_fits",
     "convert_torchvision_resnet",
     "find_shape_mismatches",

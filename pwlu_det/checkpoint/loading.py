@@ -26,6 +26,7 @@ from pwlu_det.layers.pwlu_module import PWLU
 __all__ = [
     "PWLU_STATE_NAMES",
     "ShapeMismatch",
+    "check_checkpoint_complete",
     "check_checkpoint_fits",
     "find_shape_mismatches",
     "missing_backbone_keys",
@@ -212,3 +213,19 @@ def check_checkpoint_fits(
             "AtomicDetectionCheckpointer(..., strict=False) does that.)"
         )
     logger.debug("%s fits the model", source)
+
+
+def check_checkpoint_complete(missing_keys: list[str], source: str = "the checkpoint") -> None:
+    """Raise if loading a checkpoint left some of the model's tensors out (``missing_keys``).
+
+    For evaluation and export, where such tensors would silently stay randomly initialised.
+
+    Raises:
+        ValueError: the missing keys are listed.
+    """
+    if missing_keys:
+        raise ValueError(
+            f"{source} lacks {len(missing_keys)} of the model's parameters and buffers (they "
+            f"would stay randomly initialised):\n{_listing(missing_keys)}\n"
+            "Is it a trained checkpoint of this config (and not, say, an ImageNet backbone)?"
+        )

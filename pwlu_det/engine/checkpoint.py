@@ -14,7 +14,7 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 from fvcore.common.checkpoint import _strip_prefix_if_present
 from torch import nn
 
-from pwlu_det.checkpoint.loading import check_checkpoint_fits
+from pwlu_det.checkpoint.loading import check_checkpoint_complete, check_checkpoint_fits
 
 __all__ = ["AtomicDetectionCheckpointer", "atomic_write"]
 
@@ -85,15 +85,8 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         if self.strict:
             self._align_and_check(checkpoint)
         incompatible = super()._load_model(checkpoint)
-        if self.complete and incompatible.missing_keys:
-            missing = incompatible.missing_keys
-            listing = "\n".join(f"  {key}" for key in missing[:20])
-            more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
-            raise ValueError(
-                f"{self._loading} lacks {len(missing)} of the model's parameters and buffers "
-                f"(they would stay randomly initialised):\n{listing}{more}\n"
-                "Is it a trained checkpoint of this config (and not, say, an ImageNet backbone)?"
-            )
+        if self.complete:
+            check_checkpoint_complete(incompatible.missing_keys, source=self._loading)
         return incompatible
 
     def _align_and_check(self, checkpoint: dict[str, Any]) -> None:
