@@ -162,9 +162,6 @@ def test_one_training_step(config, activation):
     assert len(outputs) == 2 and all("instances" in o for o in outputs)
 
 
-R18_RANDOM = ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.WEIGHTS", ""]
-
-
 @pytest.mark.parametrize(
     ("ours", "detectron2_base", "opts"),
     [
@@ -177,8 +174,8 @@ def test_relu_models_compute_what_detectron2_computes(ours, detectron2_base, opt
     # Same weights in Detectron2's own model: every feature map and detection is identical
     # (this caught an in-place ReLU on P6, which RetinaNet also returns as a feature map).
     relu = ours.with_name(ours.name.replace("_pwlu", "_relu"))
-    model = build_model(load_cfg(relu, *R18_RANDOM, *opts)).eval()
-    reference = build_model(load_cfg(CONFIG_DIR / detectron2_base, *R18_RANDOM, *opts)).eval()
+    model = build_model(load_cfg(relu, *SMALL, *opts)).eval()
+    reference = build_model(load_cfg(CONFIG_DIR / detectron2_base, *SMALL, *opts)).eval()
     reference.load_state_dict(model.state_dict())
     image = make_synthetic_batch(1, 160, 192, num_classes=3, seed=4)[0]["image"]
     with torch.no_grad():
