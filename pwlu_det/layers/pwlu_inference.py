@@ -69,19 +69,23 @@ def _as_units_view(x: Tensor, channel_dim: int | None) -> Tensor:
     """
     if channel_dim is None:
         return x.reshape(1, 1, -1)
-    if channel_dim < 0:
-        channel_dim += x.dim()
-    if channel_dim == x.dim() - 1:
+    if _channels_last(x, channel_dim):
         return x.reshape(-1, x.shape[-1]).t().unsqueeze(0)
-    x = x.flatten(channel_dim + 1)
-    return x.flatten(0, channel_dim - 1) if channel_dim > 0 else x.unsqueeze(0)
+    dim = channel_dim % x.dim()
+    x = x.flatten(dim + 1)
+    return x.flatten(0, dim - 1) if dim > 0 else x.unsqueeze(0)
 
 
 def _from_units_view(y3: Tensor, x: Tensor, channel_dim: int | None) -> Tensor:
     """Inverse of :func:`_as_units_view`: ``y3`` in the shape of ``x``."""
-    if channel_dim is not None and channel_dim % x.dim() == x.dim() - 1:
+    if channel_dim is not None and _channels_last(x, channel_dim):
         return y3.squeeze(0).t().reshape(x.shape)
     return y3.reshape(x.shape)
+
+
+def _channels_last(x: Tensor, channel_dim: int) -> bool:
+    """Channels in the last dim of ``x``: the transposed view of :func:`_as_units_view`."""
+    return channel_dim % x.dim() == x.dim() - 1
 
 
 def pwlu_inference(
