@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV_PY := .venv/bin/python
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test demo compare lint clean
 
 setup:
 	@$(PYTHON) tools/setup_env.py
@@ -12,6 +12,12 @@ test: setup
 
 demo: setup
 	$(VENV_PY) tools/demo.py
+
+# PWLU, Swish and ReLU demo models x seeds 0-2 (runs in output/compare_shapes, resumable);
+# the tables and plot go to benchmarks/results/shapes.
+compare: setup
+	$(VENV_PY) tools/compare_activations.py --work-dir output/compare_shapes \
+		--results-dir benchmarks/results/shapes
 
 lint: setup
 	$(VENV_PY) -m ruff check .

@@ -35,10 +35,11 @@ def _read_images(image_dir):
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
-    """A tiny train split (6 images) and val split (4 images), generated once for the module."""
+    """Tiny train (6 images), val (4) and tune (2) splits, generated once for the module."""
     root = tmp_path_factory.mktemp("shapes")
     generate_shapes_split(root, "train", NUM_IMAGES, seed=SEED)
     generate_shapes_split(root, "val", 4, seed=1)
+    generate_shapes_split(root, "tune", 2, seed=2)
     return root
 
 
@@ -55,9 +56,10 @@ def clean_catalog():
 
 @pytest.fixture
 def tiny_splits(monkeypatch):
-    """Make ensure_shapes_dataset generate 3 + 2 images instead of the real sizes."""
+    """Make ensure_shapes_dataset generate 3 + 2 + 2 images instead of the real sizes."""
     monkeypatch.setitem(shapes.SHAPES_SPLITS, "shapes_train", ShapesSplit("train", 3, 0))
     monkeypatch.setitem(shapes.SHAPES_SPLITS, "shapes_val", ShapesSplit("val", 2, 1))
+    monkeypatch.setitem(shapes.SHAPES_SPLITS, "shapes_tune", ShapesSplit("tune", 2, 2))
 
 
 def test_generation_is_deterministic(tiny_root, tmp_path):
@@ -156,7 +158,7 @@ def test_every_object_stays_a_clean_visible_mask():
 def test_registration_loads_in_detectron2(tiny_root):
     assert "shapes_train" not in DatasetCatalog.list()
     names = register_shapes_datasets(tiny_root, generate=False)
-    assert names == ["shapes_train", "shapes_val"]
+    assert names == ["shapes_train", "shapes_val", "shapes_tune"]
     register_shapes_datasets(tiny_root, generate=False)  # again: a no-op
     check_dataset_files(names)  # the files exist: no error
     dicts = DatasetCatalog.get("shapes_train")

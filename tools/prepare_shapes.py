@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Generate the embedded "shapes" dataset (shapes_train, shapes_val) in COCO format.
+"""Generate the embedded "shapes" dataset (shapes_train, shapes_val, shapes_tune) in COCO format.
 
 Does nothing for a split that is already complete, unless ``--force``. The data goes to
 ``$DETECTRON2_DATASETS/shapes`` (``datasets/shapes`` when the variable is unset) unless

@@ -10,17 +10,7 @@ Examples::
     tools/train_net.py --num-gpus 2 --config-file ...   # 2 processes (CPU: gloo)
 """
 
-from pwlu_det.engine import launch
-from pwlu_det.engine.cli import argument_parser, main
+from pwlu_det.engine.cli import run
 
 if __name__ == "__main__":
-    args = argument_parser().parse_args()
-    print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    run()

@@ -46,7 +46,7 @@ class DatasetNotRegisteredError(KeyError):
 def register_shapes_datasets(
     root: str | os.PathLike | None = None, generate: bool = True
 ) -> list[str]:
-    """Register ``shapes_train`` and ``shapes_val`` (COCO format) with Detectron2.
+    """Register ``shapes_train``, ``shapes_val`` and ``shapes_tune`` (COCO format) with Detectron2.
 
     Names already in ``DatasetCatalog`` are left alone if they point at the same files.
 
@@ -57,7 +57,7 @@ def register_shapes_datasets(
             lazy: loading fails later if the files are missing (see :func:`check_dataset_files`).
 
     Returns:
-        The dataset names, e.g. ``["shapes_train", "shapes_val"]``.
+        The dataset names, e.g. ``["shapes_train", "shapes_val", "shapes_tune"]``.
 
     Raises:
         ValueError: if a name is already registered with other files.
@@ -137,7 +137,7 @@ def _unknown_name_message(name: str, registered: list[str]) -> str:
     return (
         f"dataset {name!r} is not registered ({hint}). Register it with "
         "detectron2.data.datasets.register_coco_instances(name, {}, json_file, image_root), or "
-        "call pwlu_det.data.register_shapes_datasets() for shapes_train and shapes_val."
+        "call pwlu_det.data.register_shapes_datasets() for the shapes splits."
     )
 
 

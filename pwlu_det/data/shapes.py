@@ -81,9 +81,12 @@ class ShapesSplit:
 
 
 #: The registered dataset names and their splits (see :func:`ensure_shapes_dataset`).
+#: ``shapes_tune`` is for choosing recipes and settings, so that ``shapes_val`` stays a clean
+#: report split: same generator, its own seed.
 SHAPES_SPLITS: dict[str, ShapesSplit] = {
     "shapes_train": ShapesSplit("train", num_images=400, seed=0),
     "shapes_val": ShapesSplit("val", num_images=100, seed=1),
+    "shapes_tune": ShapesSplit("tune", num_images=100, seed=2),
 }
 
 

@@ -8,8 +8,10 @@ On a machine without CUDA, ``--num-gpus N`` starts N CPU processes that train to
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import sys
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
@@ -21,10 +23,14 @@ from detectron2.utils.logger import setup_logger
 from pwlu_det.config import load_pwlu_config
 from pwlu_det.data import SHAPES_SPLITS, check_dataset_files, register_shapes_datasets
 
-from .checkpoint import AtomicDetectionCheckpointer
+from .checkpoint import AtomicDetectionCheckpointer, atomic_write
+from .launch import launch
 from .trainer import PWLUTrainer
 
-__all__ = ["argument_parser", "main", "setup"]
+__all__ = ["FINAL_RESULTS", "argument_parser", "main", "run", "setup"]
+
+#: File in OUTPUT_DIR with the evaluation results of a finished training run (main process).
+FINAL_RESULTS = "final_results.json"
 
 logger = logging.getLogger(__name__)
 
@@ -96,11 +102,40 @@ def main(args: argparse.Namespace) -> dict:
             cfg.OUTPUT_DIR,
             trainer.max_iter,
         )
-        return PWLUTrainer.test(cfg, trainer.model)
-    trainer.train()
-    return getattr(trainer, "_last_eval_results", {}) or {}
+        results = PWLUTrainer.test(cfg, trainer.model)
+    else:
+        trainer.train()
+        results = getattr(trainer, "_last_eval_results", {}) or {}
+    if comm.is_main_process():
+        _write_final_results(cfg, results)
+    return results
+
+
+def _write_final_results(cfg: CfgNode, results: dict) -> None:
+    payload = {"iterations": cfg.SOLVER.MAX_ITER, "results": results}
+    path = os.path.join(cfg.OUTPUT_DIR, FINAL_RESULTS)
+    atomic_write(path, lambda f: f.write(json.dumps(payload, indent=1).encode()))
 
 
 def output_dir_of(args: argparse.Namespace) -> str:
     """OUTPUT_DIR that ``args`` select (without building anything)."""
     return os.path.abspath(load_pwlu_config(args.config_file, args.opts).OUTPUT_DIR)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """``tools/train_net.py``: parse Detectron2's command line, launch :func:`main` in
+    ``--num-gpus`` processes per machine."""
+    args = argument_parser().parse_args(argv)
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":  # python -m pwlu_det.engine.cli: the same as tools/train_net.py
+    run(sys.argv[1:])

@@ -1,15 +1,37 @@
-"""``make demo``: train and evaluate a detector on the embedded shapes dataset, on CPU."""
+"""``make demo``: train and evaluate a detector on the embedded shapes dataset, on CPU.
+
+Besides the AP table, the demo draws its predictions on validation images and the learned PWLU
+curves, and compares its AP with the figures documented for it (the row of its config at its
+seed in :data:`DOCUMENTED_RESULTS`, written by ``make compare``), so that a changed result is
+reported instead of going unnoticed.
+"""
 
 from __future__ import annotations
 
+import csv
 import os
 import time
+from pathlib import Path
 
 from .cli import argument_parser, main, output_dir_of
 
-__all__ = ["DEFAULT_DEMO_CONFIG", "format_ap_table", "run_demo"]
+__all__ = [
+    "DEFAULT_DEMO_CONFIG",
+    "DOCUMENTED_RESULTS",
+    "compare_with_documented",
+    "describe_outputs",
+    "documented_result",
+    "format_ap_table",
+    "run_demo",
+    "write_demo_pictures",
+]
 
 DEFAULT_DEMO_CONFIG = "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.yaml"
+#: The measured comparison (``make compare``) that README quotes; the demo is one of its rows.
+DOCUMENTED_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks/results/shapes/results.csv"
+#: Largest |AP difference| (AP points) still reported as the documented result: the CSV rounds
+#: to 3 decimals.
+MATCH_TOLERANCE = 0.001
 _COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
@@ -38,6 +60,79 @@ def run_demo(config_file: str = DEFAULT_DEMO_CONFIG, opts: list[str] | None = No
         "output_dir": output_dir_of(args),
         "seconds": time.perf_counter() - start,
     }
+
+
+def write_demo_pictures(config_file: str, opts: list[str] | None = None) -> list[str]:
+    """Draw the trained model of ``config_file``: predictions on the first 8 images of its
+    test set (``predictions.png``) and, for PWLU, its learned curves (``pwlu_curves.png``, and
+    ``pwlu_curves_residual.png`` with f(x) - ReLU(x)), all in its OUTPUT_DIR.
+
+    Returns:
+        The paths written.
+    """
+    from pwlu_det.config import load_pwlu_config
+    from pwlu_det.utils import plot_pwlu_activations
+    from pwlu_det.utils.prediction_grid import draw_prediction_grid
+
+    from .checkpoint import AtomicDetectionCheckpointer
+    from .trainer import PWLUTrainer
+
+    cfg = load_pwlu_config(config_file, opts)
+    weights = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+    model = PWLUTrainer.build_model(cfg)
+    AtomicDetectionCheckpointer(model, complete=True).load(weights)
+    folder = Path(cfg.OUTPUT_DIR)
+    paths = [
+        str(draw_prediction_grid(cfg, model, cfg.DATASETS.TEST[0], folder / "predictions.png"))
+    ]
+    if cfg.MODEL.ACTIVATION.NAME == "PWLU":
+        for name, residual in (("pwlu_curves.png", False), ("pwlu_curves_residual.png", True)):
+            paths.append(str(plot_pwlu_activations(weights, folder / name, residual=residual)))
+    return paths
+
+
+def documented_result(
+    config_file: str, seed: int, table: str | os.PathLike = DOCUMENTED_RESULTS
+) -> dict | None:
+    """The row of ``table`` (a ``results.csv`` of the comparison) for ``config_file`` at
+    ``seed``, with AP values as floats; None if there is none."""
+    if not os.path.isfile(table):
+        return None
+    with open(table, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["config"] == Path(config_file).stem and int(row["seed"]) == seed:
+                return {
+                    k: float(v) if k.startswith(("bbox_", "segm_")) else v for k, v in row.items()
+                }
+    return None
+
+
+def compare_with_documented(
+    results: dict, config_file: str, seed: int, table: str | os.PathLike = DOCUMENTED_RESULTS
+) -> tuple[bool | None, str]:
+    """Compare a run's box and mask AP with :func:`documented_result`.
+
+    Returns:
+        ``(True, message)`` when both agree to :data:`MATCH_TOLERANCE`, ``(False, message)``
+        naming the differences, or ``(None, message)`` when nothing is documented.
+    """
+    documented = documented_result(config_file, seed, table)
+    if documented is None:
+        return None, f"no documented result for {Path(config_file).stem} at seed {seed} in {table}"
+    differences = []
+    for task in ("bbox", "segm"):
+        measured = results.get(task, {}).get("AP")
+        expected = documented[f"{task}_AP"]
+        if measured is None or abs(measured - expected) > MATCH_TOLERANCE:
+            differences.append(f"{task} AP {measured} (documented {expected:.2f})")
+    where = f"{os.path.relpath(table)} ({Path(config_file).stem}, seed {seed})"
+    if not differences:
+        return True, f"matches the documented result in {where}"
+    return False, (
+        f"DIFFERS from the documented result in {where}: {'; '.join(differences)}. "
+        "See README (reproducibility) for the spread across seeds and machines; if the code "
+        "changed the numbers, re-measure with `make compare`."
+    )
 
 
 def describe_outputs(output_dir: str) -> list[str]:

@@ -3,7 +3,8 @@
 Differences from ``DefaultTrainer``, each the smallest override that does it:
 
 - ``build_optimizer``: the PWLU learning-rate / weight-decay rules (:func:`build_pwlu_optimizer`);
-- ``build_hooks``: a :class:`PWLURealignHook` placed before the checkpointer;
+- ``build_hooks``: a :class:`PWLURealignHook` placed before the checkpointer, and a
+  :class:`PWLUCurvesHook` (learned curves to TensorBoard at every checkpoint) before the writers;
 - ``build_evaluator``: ``COCOEvaluator`` through pycocotools (the C++ fast path is not built);
 - multi-process training on CPU: Detectron2 v0.6 gives ``DistributedDataParallel`` a
   ``device_ids`` argument, which CPU modules reject; it is dropped for CPU models;
@@ -24,20 +25,26 @@ from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator
 
 from .checkpoint import AtomicDetectionCheckpointer
+from .curves_hook import PWLUCurvesHook
 from .optimizer import build_pwlu_optimizer
 from .realign_hook import PWLURealignHook
 
-__all__ = ["PWLUTrainer", "insert_before_checkpointer"]
+__all__ = ["PWLUTrainer", "insert_before", "insert_before_checkpointer"]
 
 logger = logging.getLogger(__name__)
 
 
-def insert_before_checkpointer(hook_list: list, hook) -> list:
-    """Insert ``hook`` before the first ``PeriodicCheckpointer`` (or at the end if none)."""
+def insert_before(hook_list: list, hook, kind: type) -> list:
+    """Insert ``hook`` before the first hook of class ``kind`` (or at the end if none)."""
     for index, existing in enumerate(hook_list):
-        if isinstance(existing, hooks.PeriodicCheckpointer):
+        if isinstance(existing, kind):
             return [*hook_list[:index], hook, *hook_list[index:]]
     return [*hook_list, hook]
+
+
+def insert_before_checkpointer(hook_list: list, hook) -> list:
+    """Insert ``hook`` before the first ``PeriodicCheckpointer`` (or at the end if none)."""
+    return insert_before(hook_list, hook, hooks.PeriodicCheckpointer)
 
 
 def _create_ddp_model_cpu_aware(model, **kwargs):
@@ -93,7 +100,11 @@ class PWLUTrainer(DefaultTrainer):
         realign = PWLURealignHook(
             self.model, self.cfg.MODEL.PWLU.STATISTICS_ITERS, self.cfg.MODEL.PWLU.REALIGN_MODE
         )
-        return insert_before_checkpointer(super().build_hooks(), realign)
+        hook_list = insert_before_checkpointer(super().build_hooks(), realign)
+        if self.cfg.MODEL.ACTIVATION.NAME == "PWLU":
+            curves = PWLUCurvesHook(self.cfg.SOLVER.CHECKPOINT_PERIOD, self.cfg.OUTPUT_DIR)
+            hook_list = insert_before(hook_list, curves, hooks.PeriodicWriter)
+        return hook_list
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -1,0 +1,453 @@
+"""Activation comparison: train several configs over several seeds, then tabulate their AP.
+
+Every run is ``tools/train_net.py`` itself (``python -m pwlu_det.engine.cli``, in its own
+process), with ``SEED k`` and its own ``OUTPUT_DIR`` (``<work_dir>/<config stem>/seed<k>``).
+A run whose :data:`RUN_RESULT` file exists is finished and reused as it is; any other run is
+started with ``--resume``, so an interrupted one continues from its last checkpoint. The
+reports (:func:`write_reports`) are rebuilt from the run folders.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import atomic_write
+from .cli import FINAL_RESULTS
+
+__all__ = [
+    "CSV_COLUMNS",
+    "RUN_RESULT",
+    "RunSpec",
+    "compare_activations",
+    "mean_std",
+    "plan_runs",
+    "write_reports",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File a finished run leaves in its OUTPUT_DIR: its evaluation results and wall time.
+RUN_RESULT = "compare_result.json"
+#: The run's own console output (train_net's log is ``log.txt`` beside it).
+RUN_CONSOLE = "compare_console.txt"
+#: Columns of ``results.csv``, in order.
+CSV_COLUMNS = (
+    "config",
+    "activation",
+    "seed",
+    "iterations",
+    "bbox_AP",
+    "bbox_AP50",
+    "bbox_AP75",
+    "segm_AP",
+    "segm_AP50",
+    "segm_AP75",
+    "minutes",
+    "resumed",
+    "realign_iteration",
+    "realign_mean_bound_width",
+    "realign_max_function_jump",
+    "realign_fallback_units",
+    "output_dir",
+)
+_AP_KEYS = ("AP", "AP50", "AP75")
+#: metrics.json scalars that PWLURealignHook writes at the realignment, and their CSV columns.
+_REALIGN_SCALARS = {
+    "pwlu/mean_bound_width": "realign_mean_bound_width",
+    "pwlu/max_function_jump": "realign_max_function_jump",
+    "pwlu/fallback_units": "realign_fallback_units",
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the comparison: ``config_file`` at ``seed`` into ``output_dir``."""
+
+    config_file: str
+    seed: int
+    output_dir: str
+
+    @property
+    def label(self) -> str:
+        """The config's file name without ``.yaml``: the row label of the reports."""
+        return Path(self.config_file).stem
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run left its :data:`RUN_RESULT`."""
+        return os.path.isfile(os.path.join(self.output_dir, RUN_RESULT))
+
+
+def plan_runs(config_files: Sequence[str], seeds: Sequence[int], work_dir: str) -> list[RunSpec]:
+    """The runs of a comparison, seed-major (every config at seed 0 first, then seed 1, ...).
+
+    Raises:
+        FileNotFoundError: a config file does not exist.
+        ValueError: no config or no seed, a seed repeated, or two configs with the same file
+            name (their run folders would collide).
+    """
+    if not config_files or not seeds:
+        raise ValueError("compare: give at least one config file and one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"compare: seeds repeat: {list(seeds)}")
+    stems = [Path(c).stem for c in config_files]
+    clashes = sorted({s for s in stems if stems.count(s) > 1})
+    if clashes:
+        raise ValueError(f"compare: config file names must differ, repeated: {clashes}")
+    for config_file in config_files:
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"compare: config file {config_file!r} does not exist")
+    return [
+        RunSpec(c, seed, os.path.join(work_dir, Path(c).stem, f"seed{seed}"))
+        for seed in seeds
+        for c in config_files
+    ]
+
+
+def _record(output_dir: str, seconds: float) -> None:
+    """Write :data:`RUN_RESULT` from train_net's :data:`FINAL_RESULTS` and the wall time."""
+    with open(os.path.join(output_dir, FINAL_RESULTS)) as f:
+        final = json.load(f)
+    payload = {"results": final["results"], "seconds": seconds}
+    path = os.path.join(output_dir, RUN_RESULT)
+    atomic_write(path, lambda f: f.write(json.dumps(payload, indent=1).encode()))
+
+
+def _realign_record(output_dir: str) -> dict:
+    """The realignment scalars in ``metrics.json`` (empty when the run has none)."""
+    record: dict = {}
+    for entry in _metrics(output_dir):
+        if "pwlu/mean_bound_width" in entry:
+            record["realign_iteration"] = entry.get("iteration")
+            for key, column in _REALIGN_SCALARS.items():
+                record[column] = entry.get(key)
+            break
+    return record
+
+
+def _metrics(output_dir: str) -> list[dict]:
+    """The records of ``metrics.json`` (Detectron2 writes one JSON object a line)."""
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _row(spec: RunSpec, opts: Sequence[str], resumed: bool) -> dict:
+    from pwlu_det.config import load_pwlu_config
+
+    cfg = load_pwlu_config(spec.config_file, [*opts, "SEED", str(spec.seed)])
+    with open(os.path.join(spec.output_dir, RUN_RESULT)) as f:
+        stored = json.load(f)
+    results = stored["results"]
+    row = {
+        "config": spec.label,
+        "activation": cfg.MODEL.ACTIVATION.NAME,
+        "seed": spec.seed,
+        "iterations": cfg.SOLVER.MAX_ITER,
+        "minutes": round(stored["seconds"] / 60, 2),
+        "resumed": resumed,
+        "output_dir": spec.output_dir,
+    }
+    for task in ("bbox", "segm"):
+        for key in _AP_KEYS:
+            value = results.get(task, {}).get(key)
+            row[f"{task}_{key}"] = None if value is None else round(float(value), 3)
+    row.update(_realign_record(spec.output_dir))
+    return row
+
+
+def _eta_text(done_minutes: list[float], runs_left: int) -> str:
+    if not done_minutes:
+        return "ETA known after the first run"
+    per_run = statistics.median(done_minutes)
+    finish = time.strftime("%H:%M", time.localtime(time.time() + 60 * per_run * runs_left))
+    return f"this run ~{per_run:.1f} min, all done ~{finish}"
+
+
+def compare_activations(
+    config_files: Sequence[str],
+    seeds: Sequence[int],
+    work_dir: str,
+    opts: Sequence[str] = (),
+    num_gpus: int = 1,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: str = "auto",
+    progress: Callable[[str], None] = logger.info,
+) -> list[dict]:
+    """Train (or reuse) every run of ``config_files`` x ``seeds``; returns one row per run.
+
+    Args:
+        config_files: yaml configs to compare; they should differ only in the activation.
+        seeds: values of ``SEED`` (one run of every config per seed).
+        work_dir: parent of the runs' OUTPUT_DIRs.
+        opts: ``KEY VALUE ...`` overrides applied to every run (before SEED and OUTPUT_DIR).
+        num_gpus, num_machines, machine_rank, dist_url: as for ``tools/train_net.py``.
+        progress: called with one line per run (which run, its ETA, runs left).
+
+    Returns:
+        Rows with the keys of :data:`CSV_COLUMNS` (AP values ``None`` for a task not evaluated).
+    """
+    runs = plan_runs(config_files, seeds, work_dir)
+    rows, minutes = [], []
+    for index, spec in enumerate(runs):
+        head = f"[{index + 1}/{len(runs)}] {spec.label} seed {spec.seed}"
+        left = len(runs) - index - 1
+        if spec.finished:
+            progress(f"{head}: finished earlier, reused ({spec.output_dir}); {left} runs left")
+            rows.append(_row(spec, opts, resumed=False))
+            continue
+        resumed = os.path.isfile(os.path.join(spec.output_dir, "last_checkpoint"))
+        state = "resuming" if resumed else "training"
+        progress(
+            f"{head}: {state} in {spec.output_dir}; {_eta_text(minutes, left + 1)}; "
+            f"{left} runs left after it"
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "pwlu_det.engine.cli",
+            "--config-file",
+            spec.config_file,
+            "--resume",
+            "--num-gpus",
+            str(num_gpus),
+            "--num-machines",
+            str(num_machines),
+            "--machine-rank",
+            str(machine_rank),
+            "--dist-url",
+            dist_url,
+            *opts,
+            "SEED",
+            str(spec.seed),
+            "OUTPUT_DIR",
+            spec.output_dir,
+        ]
+        start = time.perf_counter()
+        os.makedirs(spec.output_dir, exist_ok=True)
+        with open(os.path.join(spec.output_dir, RUN_CONSOLE), "ab") as console:
+            code = subprocess.call(command, stdout=console, stderr=subprocess.STDOUT)
+        if code != 0:
+            raise RuntimeError(
+                f"compare: {head} failed (exit code {code}); its output is in "
+                f"{os.path.join(spec.output_dir, RUN_CONSOLE)}"
+            )
+        seconds = time.perf_counter() - start
+        if machine_rank == 0:
+            _record(spec.output_dir, seconds)
+        minutes.append(seconds / 60)
+        if machine_rank != 0:  # the reports are machine 0's
+            continue
+        row = _row(spec, opts, resumed)
+        rows.append(row)
+        progress(
+            f"{head}: done in {minutes[-1]:.1f} min, box AP {row['bbox_AP']}, "
+            f"mask AP {row['segm_AP']}"
+        )
+    return rows
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); the deviation is NaN for one value, and
+    both are NaN if a value is (COCO gives NaN AP when nothing is detected)."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_std: no values")
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _fmt(mean: float, std: float) -> str:
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def _by_config(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["config"], []).append(row)
+    return groups
+
+
+def _markdown(rows: Sequence[dict], command: str) -> str:
+    from tabulate import tabulate
+
+    groups = _by_config(rows)
+    metric_names = [f"{t}_{k}" for t in ("bbox", "segm") for k in _AP_KEYS]
+    summary = []
+    for config, group in groups.items():
+        line = [config, group[0]["activation"], len(group)]
+        for name in metric_names:
+            values = [r[name] for r in group if r[name] is not None]
+            line.append(_fmt(*mean_std(values)) if values else "-")
+        line.append(_fmt(*mean_std([r["minutes"] for r in group])))
+        summary.append(line)
+    header = ["config", "activation", "seeds"]
+    header += [
+        f"{'box' if n.startswith('bbox') else 'mask'} {n.split('_')[1]}" for n in metric_names
+    ]
+    header.append("minutes")
+    per_seed = [
+        [
+            r["config"],
+            r["seed"],
+            r["iterations"],
+            r["bbox_AP"],
+            r["bbox_AP50"],
+            r["segm_AP"],
+            r["segm_AP50"],
+            r["minutes"],
+        ]
+        for r in rows
+    ]
+    realign = [
+        [
+            r["config"],
+            r["seed"],
+            r["realign_iteration"],
+            r["realign_mean_bound_width"],
+            r["realign_max_function_jump"],
+            r["realign_fallback_units"],
+        ]
+        for r in rows
+        if r.get("realign_mean_bound_width") is not None
+    ]
+    parts = [
+        "# Activation comparison",
+        "",
+        f"Commit `{_git_commit()}`; command: `{command}`.",
+        "",
+        "Mean ± sample standard deviation (n - 1) over seeds; COCO AP in percent.",
+        "",
+        tabulate(summary, header, tablefmt="github"),
+        "",
+        "## Per seed",
+        "",
+        tabulate(
+            per_seed,
+            [
+                "config",
+                "seed",
+                "iterations",
+                "box AP",
+                "box AP50",
+                "mask AP",
+                "mask AP50",
+                "minutes",
+            ],
+            tablefmt="github",
+        ),
+    ]
+    if realign:
+        parts += [
+            "",
+            "## PWLU realignment statistics",
+            "",
+            "At the end of Phase I (pwlu/* scalars of metrics.json): mean bound width over "
+            "units, largest change of a unit's function, units left on fallback bounds.",
+            "",
+            tabulate(
+                realign,
+                [
+                    "config",
+                    "seed",
+                    "iteration",
+                    "mean bound width",
+                    "max function jump",
+                    "fallback units",
+                ],
+                tablefmt="github",
+            ),
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def _plot(rows: Sequence[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _by_config(rows)
+    colors = {c: plt.cm.tab10(i % 10) for i, c in enumerate(groups)}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, task, title in ((axes[0], "bbox", "box AP"), (axes[1], "segm", "mask AP")):
+        for x, (config, group) in enumerate(groups.items()):
+            values = [r[f"{task}_AP"] for r in group if r[f"{task}_AP"] is not None]
+            if not values:
+                continue
+            ax.scatter([x] * len(values), values, color=colors[config], zorder=3)
+            ax.hlines(statistics.fmean(values), x - 0.25, x + 0.25, color=colors[config], lw=2)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([g[0]["activation"] for g in groups.values()])
+        ax.set_title(f"{title} per seed (bar: mean)")
+        ax.grid(axis="y", alpha=0.3)
+    for config, group in groups.items():
+        for n, row in enumerate(group):
+            points = [
+                (m["iteration"], m["total_loss"])
+                for m in _metrics(row["output_dir"])
+                if "total_loss" in m
+            ]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax = axes[2]
+                ax.plot(xs, ys, color=colors[config], alpha=0.7, label=config if n == 0 else None)
+    axes[2].set_title("total loss (metrics.json)")
+    axes[2].set_xlabel("iteration")
+    axes[2].legend(fontsize=8)
+    axes[2].grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def write_reports(rows: Sequence[dict], results_dir: str, command: str) -> dict[str, str]:
+    """Write ``results.csv``, ``results.md`` and ``results.png`` into ``results_dir``.
+
+    Returns:
+        ``{"csv": path, "md": path, "png": path}``.
+    """
+    os.makedirs(results_dir, exist_ok=True)
+    paths = {ext: os.path.join(results_dir, f"results.{ext}") for ext in ("csv", "md", "png")}
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "output_dir": os.path.relpath(row["output_dir"])})
+    atomic_write(paths["csv"], lambda f: f.write(text.getvalue().encode()))
+    atomic_write(paths["md"], lambda f: f.write(_markdown(rows, command).encode()))
+    _plot(rows, paths["png"])
+    return paths

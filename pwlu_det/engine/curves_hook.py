@@ -1,0 +1,67 @@
+"""A Detectron2 hook that shows the learned PWLU curves in TensorBoard while a model trains."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import cv2
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+
+from pwlu_det.utils import plot_pwlu_activations
+
+from .realign_hook import trainable_pwlus
+
+__all__ = ["PWLUCurvesHook"]
+
+logger = logging.getLogger(__name__)
+
+#: Folder (in OUTPUT_DIR) of the figures, one per drawing, and the TensorBoard image tag.
+CURVES_FOLDER = "pwlu_curves"
+IMAGE_TAG = "pwlu/curves"
+
+
+class PWLUCurvesHook(HookBase):
+    """Every ``period`` iterations and after the last one, plot the PWLU curves of the model.
+
+    The figure (:func:`pwlu_det.utils.plot_pwlu_activations`) is written to
+    ``<output_dir>/pwlu_curves/iter_<N>.png`` (N = iterations done) and put into the
+    ``EventStorage`` as the image ``pwlu/curves``, which Detectron2's TensorBoard writer
+    records at that iteration. Only the main process draws. Place it before the
+    ``PeriodicWriter`` (as ``PWLUTrainer.build_hooks`` does).
+
+    Args:
+        period: iterations between figures, e.g. ``SOLVER.CHECKPOINT_PERIOD``; 0 disables.
+        output_dir: where the PNG goes.
+        max_layers: panels per figure (the first PWLU modules in model order).
+    """
+
+    def __init__(self, period: int, output_dir: str, max_layers: int | None = 24):
+        if period < 0:
+            raise ValueError(f"PWLUCurvesHook: period must be >= 0, got {period}")
+        self._period = period
+        self._folder = os.path.join(output_dir, CURVES_FOLDER)
+        self._max_layers = max_layers
+
+    def after_step(self) -> None:
+        if not self._period or not comm.is_main_process():
+            return
+        step = self.trainer.iter + 1
+        if step % self._period == 0 or step == self.trainer.max_iter:
+            self.draw()
+
+    def draw(self) -> None:
+        """Plot the curves now and put the figure into the trainer's storage."""
+        if not trainable_pwlus(self.trainer.model):
+            return
+        done = self.trainer.iter + 1
+        plot = plot_pwlu_activations(
+            getattr(self.trainer.model, "module", self.trainer.model),
+            os.path.join(self._folder, f"iter_{done:07d}.png"),
+            max_layers=self._max_layers,
+            dpi=60,
+            title=f"PWLU curves after {done} iterations",
+        )
+        image = cv2.cvtColor(cv2.imread(os.fspath(plot.path)), cv2.COLOR_BGR2RGB)
+        self.trainer.storage.put_image(IMAGE_TAG, image.transpose(2, 0, 1))

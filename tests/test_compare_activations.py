@@ -1,0 +1,203 @@
+"""tools/compare_activations.py: run planning, the reports' arithmetic, and an end-to-end
+comparison (2 configs x 2 seeds, a few iterations) that is resumed without retraining."""
+
+import csv
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+
+from pwlu_det.data import SHAPE_CLASSES, generate_shapes_split
+from pwlu_det.engine.compare import (
+    CSV_COLUMNS,
+    RUN_RESULT,
+    compare_activations,
+    mean_std,
+    plan_runs,
+    write_reports,
+)
+from pwlu_det.engine.demo import write_demo_pictures
+
+ROOT = Path(__file__).resolve().parents[1]
+PWLU_CONFIG = str(ROOT / "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.yaml")
+RELU_CONFIG = str(ROOT / "configs/Shapes/mask_rcnn_R_18_FPN_relu.yaml")
+SPLITS = {"shapes_cmp_train": 12, "shapes_cmp_val": 4}
+TINY_OPTS = [
+    "DATASETS.TRAIN", "('shapes_cmp_train',)",
+    "DATASETS.TEST", "('shapes_cmp_val',)",
+    "SOLVER.MAX_ITER", "12",
+    "SOLVER.STEPS", "(100,)",
+    "SOLVER.WARMUP_ITERS", "4",
+    "SOLVER.IMS_PER_BATCH", "2",
+    "SOLVER.CHECKPOINT_PERIOD", "6",
+    "MODEL.PWLU.STATISTICS_ITERS", "4",
+    "DATALOADER.NUM_WORKERS", "0",
+]  # fmt: skip
+
+
+def test_mean_std_is_the_sample_deviation():
+    mean, std = mean_std([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5
+    assert std == pytest.approx(math.sqrt(5 / 3))
+    mean, std = mean_std([7.0])
+    assert mean == 7.0 and math.isnan(std)
+    assert all(math.isnan(v) for v in mean_std([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="no values"):
+        mean_std([])
+
+
+def test_plan_runs_gives_each_run_its_own_folder(tmp_path):
+    runs = plan_runs([PWLU_CONFIG, RELU_CONFIG], [0, 1], str(tmp_path))
+    assert [(r.label, r.seed) for r in runs] == [
+        ("mask_rcnn_R_18_FPN_pwlu", 0),
+        ("mask_rcnn_R_18_FPN_relu", 0),
+        ("mask_rcnn_R_18_FPN_pwlu", 1),
+        ("mask_rcnn_R_18_FPN_relu", 1),
+    ]
+    assert len({r.output_dir for r in runs}) == 4
+    assert runs[2].output_dir == str(tmp_path / "mask_rcnn_R_18_FPN_pwlu" / "seed1")
+    with pytest.raises(ValueError, match="seeds repeat"):
+        plan_runs([PWLU_CONFIG], [0, 0], str(tmp_path))
+    with pytest.raises(ValueError, match="must differ"):
+        plan_runs([PWLU_CONFIG, PWLU_CONFIG], [0], str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        plan_runs(["configs/nope.yaml"], [0], str(tmp_path))
+
+
+def _row(config, activation, seed, box, mask, output_dir):
+    row = dict.fromkeys(CSV_COLUMNS)
+    row.update(
+        config=config, activation=activation, seed=seed, iterations=100, minutes=1.5,
+        bbox_AP=box, bbox_AP50=box + 10, bbox_AP75=box - 1,
+        segm_AP=mask, segm_AP50=mask + 10, segm_AP75=mask - 1, output_dir=str(output_dir),
+    )  # fmt: skip
+    return row
+
+
+def test_reports_give_mean_and_std_over_seeds(tmp_path):
+    rows = [
+        _row("a_pwlu", "PWLU", 0, 11.0, 20.0, tmp_path),
+        _row("a_pwlu", "PWLU", 1, 13.0, 22.0, tmp_path),
+        _row("a_relu", "ReLU", 0, 5.0, 6.0, tmp_path),
+        _row("a_relu", "ReLU", 1, 8.0, 6.0, tmp_path),
+    ]
+    paths = write_reports(rows, str(tmp_path / "reports"), "compare --seeds 0 1")
+    text = Path(paths["md"]).read_text()
+    summary = {line.split("|")[1].strip(): line for line in text.splitlines() if "| a_" in line}
+    assert "12.00 ± 1.41" in summary["a_pwlu"]  # box AP: mean 12, std sqrt(2)
+    assert "21.00 ± 1.41" in summary["a_pwlu"]  # mask AP
+    assert "6.50 ± 2.12" in summary["a_relu"]  # box AP: std 3 / sqrt(2)
+    assert "6.00 ± 0.00" in summary["a_relu"]
+    assert "compare --seeds 0 1" in text
+    with open(paths["csv"], newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [float(r["bbox_AP"]) for r in table] == [11.0, 13.0, 5.0, 8.0]
+    assert set(CSV_COLUMNS) == set(table[0])
+    assert cv2.imread(paths["png"]) is not None
+
+
+@pytest.fixture(scope="module")
+def subprocess_datasets(tmp_path_factory):
+    """Tiny shapes splits, registered here and (through sitecustomize) in the run processes."""
+    root = tmp_path_factory.mktemp("cmp_data")
+    lines = ["from detectron2.data.datasets import register_coco_instances"]
+    for seed, (name, count) in enumerate(SPLITS.items()):
+        json_file = generate_shapes_split(root, name, count, (256, 256), seed)
+        metadata = {"thing_classes": list(SHAPE_CLASSES)}
+        register_coco_instances(name, metadata, str(json_file), str(root / name))
+        lines.append(f"register_coco_instances({name!r}, {metadata!r}, {str(json_file)!r}, "
+                     f"{str(root / name)!r})")  # fmt: skip
+    (root / "sitecustomize.py").write_text("\n".join(lines) + "\n")
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(root), str(ROOT), *([old] if old else [])])
+    yield root
+    if old is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = old
+    for name in SPLITS:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+@pytest.mark.slow
+def test_comparison_end_to_end_and_resumed_without_retraining(subprocess_datasets, tmp_path):
+    work = tmp_path / "work"
+    lines = []
+    rows = compare_activations(
+        [PWLU_CONFIG, RELU_CONFIG], [0, 1], str(work), TINY_OPTS, progress=lines.append
+    )
+    assert [(r["activation"], r["seed"]) for r in rows] == [
+        ("PWLU", 0), ("ReLU", 0), ("PWLU", 1), ("ReLU", 1)
+    ]  # fmt: skip
+    assert len(lines) == 8 and lines[0].startswith("[1/4] mask_rcnn_R_18_FPN_pwlu seed 0")
+    assert "3 runs left" in lines[0] and "all done" in lines[2]
+    for row in rows:
+        assert row["iterations"] == 12 and row["minutes"] > 0
+        assert all(row[k] is not None for k in ("bbox_AP", "bbox_AP50", "segm_AP"))
+    # The PWLU runs realigned after iteration 4; the ReLU runs have no realignment.
+    assert [r["realign_iteration"] for r in rows] == [3, None, 3, None]
+    assert rows[0]["realign_mean_bound_width"] > 0
+    # Seeds differ, so the two PWLU runs trained differently.
+    metrics = [(Path(r["output_dir"]) / "metrics.json").read_text() for r in rows]
+    assert metrics[0] != metrics[2]
+    # The curves went to a PNG and into TensorBoard at each checkpoint (period 6).
+    curves = sorted(p.name for p in (Path(rows[0]["output_dir"]) / "pwlu_curves").iterdir())
+    assert curves == ["iter_0000006.png", "iter_0000012.png"]
+
+    paths = write_reports(rows, str(tmp_path / "reports"), "test")
+    assert all(Path(p).stat().st_size > 0 for p in paths.values())
+
+    # Run again: every run is reused, nothing retrains.
+    stamps = [(Path(r["output_dir"]) / "model_final.pth").stat().st_mtime_ns for r in rows]
+    again_lines = []
+    again = compare_activations(
+        [PWLU_CONFIG, RELU_CONFIG], [0, 1], str(work), TINY_OPTS, progress=again_lines.append
+    )
+    assert all("reused" in line for line in again_lines) and len(again_lines) == 4
+    assert [r["bbox_AP"] for r in again] == [r["bbox_AP"] for r in rows]
+    assert stamps == [(Path(r["output_dir"]) / "model_final.pth").stat().st_mtime_ns for r in rows]
+
+    # A run that stopped before it recorded its result resumes from its checkpoint: it is
+    # evaluated again, not retrained.
+    run_dir = Path(rows[1]["output_dir"])
+    (run_dir / RUN_RESULT).unlink()
+    resumed = compare_activations(
+        [PWLU_CONFIG, RELU_CONFIG], [0], str(work), TINY_OPTS, progress=lambda _: None
+    )
+    assert (run_dir / "metrics.json").read_text() == metrics[1]
+    assert resumed[1]["resumed"] is True and resumed[1]["bbox_AP"] == rows[1]["bbox_AP"]
+    assert json.loads((run_dir / RUN_RESULT).read_text())["results"]["bbox"]["AP"] == pytest.approx(
+        rows[1]["bbox_AP"], abs=1e-3
+    )
+
+    # The demo's pictures of a trained run are valid, non-trivial PNGs.
+    opts = [*TINY_OPTS, "OUTPUT_DIR", rows[0]["output_dir"]]
+    pictures = write_demo_pictures(PWLU_CONFIG, opts)
+    assert [Path(p).name for p in pictures] == [
+        "predictions.png", "pwlu_curves.png", "pwlu_curves_residual.png"
+    ]  # fmt: skip
+    for path in pictures:
+        image = cv2.imread(path)
+        assert image is not None and min(image.shape[:2]) >= 200
+        assert image.std() > 10 and len(set(image.reshape(-1, 3)[::7].tobytes())) > 1
+    grid = cv2.imread(pictures[0])
+    assert grid.shape[:2] == (256, 4 * 256)  # 4 validation images in one row
+
+
+def test_compare_tool_runs_as_a_script():
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools/compare_activations.py"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--num-gpus" in out.stdout and "--seeds" in out.stdout
