@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV_PY := .venv/bin/python
 
-.PHONY: setup test demo compare lint clean
+.PHONY: setup test demo compare lint clean gpu-check
 
 setup:
 	@$(PYTHON) tools/setup_env.py
@@ -18,6 +18,14 @@ demo: setup
 compare: setup
 	$(VENV_PY) tools/compare_activations.py --work-dir output/compare_shapes \
 		--results-dir benchmarks/results/shapes
+
+# On a GPU machine: tests/cuda on the GPU and the GPU benchmark (under 8 minutes), log in
+# $(GPU_CHECK_DIR)/gpu-check.log. Plain `python` with torch and Triton only: no .venv, no C++
+# build, no Detectron2, no pytest needed. Without a GPU: the CPU-side checks only, and says so.
+GPU_CHECK_PYTHON ?= python
+GPU_CHECK_DIR ?= output/gpu-check
+gpu-check:
+	$(GPU_CHECK_PYTHON) tools/gpu_check.py --out $(GPU_CHECK_DIR)
 
 lint: setup
 	$(VENV_PY) -m ruff check .

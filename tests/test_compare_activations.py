@@ -22,7 +22,7 @@ from pwlu_det.engine.compare import (
     plan_runs,
     write_reports,
 )
-from pwlu_det.engine.demo import write_demo_pictures
+from pwlu_det.engine.demo import compare_with_documented, write_demo_pictures
 
 ROOT = Path(__file__).resolve().parents[1]
 PWLU_CONFIG = str(ROOT / "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.yaml")
@@ -89,7 +89,10 @@ def test_reports_give_mean_and_std_over_seeds(tmp_path):
     ]
     paths = write_reports(rows, str(tmp_path / "reports"), "compare --seeds 0 1")
     text = Path(paths["md"]).read_text()
-    summary = {line.split("|")[1].strip(): line for line in text.splitlines() if "| a_" in line}
+    summary = {}  # the first table: one line per config
+    for line in text.splitlines():
+        if line.startswith("| a_"):
+            summary.setdefault(line.split("|")[1].strip(), line)
     assert "12.00 ± 1.41" in summary["a_pwlu"]  # box AP: mean 12, std sqrt(2)
     assert "21.00 ± 1.41" in summary["a_pwlu"]  # mask AP
     assert "6.50 ± 2.12" in summary["a_relu"]  # box AP: std 3 / sqrt(2)
@@ -201,3 +204,17 @@ def test_compare_tool_runs_as_a_script():
         check=True,
     )
     assert "--num-gpus" in out.stdout and "--seeds" in out.stdout
+
+
+def test_demo_reports_whether_it_reproduces_the_documented_row(tmp_path):
+    rows = [_row("mask_rcnn_R_18_FPN_pwlu", "PWLU", 0, 31.25, 29.5, tmp_path)]
+    table = write_reports(rows, str(tmp_path), "test")["csv"]
+    same = {"bbox": {"AP": 31.2501}, "segm": {"AP": 29.4999}}
+    ok, message = compare_with_documented(same, PWLU_CONFIG, 0, table)
+    assert ok is True and "matches" in message
+    moved = {"bbox": {"AP": 30.0}, "segm": {"AP": 29.5}}
+    ok, message = compare_with_documented(moved, PWLU_CONFIG, 0, table)
+    assert ok is False and "bbox AP 30.0 (documented 31.25)" in message and "segm" not in message
+    ok, message = compare_with_documented(same, PWLU_CONFIG, 1, table)
+    assert ok is None and "seed 1" in message
+    assert compare_with_documented(same, PWLU_CONFIG, 0, tmp_path / "absent.csv")[0] is None

@@ -81,6 +81,47 @@ def test_phase_one_is_relu_and_tracks_statistics(channels):
     torch.testing.assert_close(act.running_mean.double(), mean, rtol=1e-6, atol=1e-6)
 
 
+class _ScalarReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the ops that copy a tensor's value to Python (``.item()``, ``bool(t)``, ...)."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default):
+            self.reads.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("channels", [None, 4])
+def test_phase_one_needs_no_host_sync(channels):
+    """Phase I reads no tensor value on the host (on a GPU each read is a sync), and keeps the
+    first-batch-initialises, then-EMA arithmetic exactly (bitwise)."""
+    act = PWLU(channels, momentum=0.9)
+    act.start_statistics()
+    act.train()
+    dims = [0, 1, 2, 3] if channels is None else [0, 2, 3]
+    mean = std = None
+    for s in range(3):
+        x = _inputs(seed=s, shift=0.2 * s).requires_grad_()
+        with _ScalarReads() as mode:
+            act(x).sum().backward()
+        assert mode.reads == [], f"host reads in Phase I: {mode.reads}"
+        batch_std, batch_mean = torch.std_mean(x.detach(), dim=dims, correction=0)
+        if mean is None:
+            mean, std = batch_mean, batch_std
+        else:  # the arithmetic of the .item()-based version, in place
+            mean = mean.clone().mul_(0.9).add_(batch_mean, alpha=1 - 0.9)
+            std = std.clone().mul_(0.9).add_(batch_std, alpha=1 - 0.9)
+        assert torch.equal(act.running_mean, mean) and torch.equal(act.running_std, std)
+    assert int(act.num_batches_tracked) == 3
+    # The recorder sees .item() (the check has teeth).
+    with _ScalarReads() as mode:
+        act.num_batches_tracked.item()
+    assert mode.reads
+
+
 def test_phase_one_gives_parameters_zero_gradients():
     # The parameters stay "used" (for DistributedDataParallel) but do not move.
     act = PWLU(4)

@@ -1,29 +1,43 @@
 #!/usr/bin/env python
-"""Benchmark the PWLU op on CPU against SiLU and ReLU, measured in the same run.
+"""Benchmark the PWLU op against SiLU and ReLU, measured in the same run (CPU or CUDA).
 
-Prints, per input shape (float32, NCHW): forward ms, forward+backward ms (medians), their ratio
-to SiLU, and the bytes autograd keeps alive for backward per input byte. Then the forward alone
-on the small shapes a Mask R-CNN sees at inference (microseconds, channel-wise parameters).
-
+CPU (default): per input shape (float32, NCHW), forward ms, forward+backward ms (medians), their
+ratio to SiLU, and the bytes autograd keeps alive for backward per input byte. Then the forward
+alone on the small shapes a Mask R-CNN sees at inference (microseconds, channel-wise).
 Targets for the cpp backend: forward <= 1.0x SiLU, forward+backward <= 1.5x SiLU, saved = 1.0x.
+
+CUDA (``--device cuda``): the Triton backend on the R50-FPN shapes (P2-P6 of an 800x1333 image
+padded to 800x1344, batch 2, 256 channels; the mask head's RoI map (512, 256, 14, 14); the box
+head's FC output (1024, 1024)), in float32 and bfloat16, forward and forward+backward:
+microseconds (medians of ``triton.testing.do_bench``, L2 flushed), GB/s, the ratio to SiLU and
+to a copy of the same bytes, the same under CUDA graphs (``do_bench_cudagraph``: no host
+overhead), and the kernels launched per call (``torch.profiler``). Needs neither Detectron2
+nor the C++ extension.
 
 Example::
 
     .venv/bin/python tools/benchmark_pwlu.py --threads 2
     .venv/bin/python tools/benchmark_pwlu.py --inference-only
+    python tools/benchmark_pwlu.py --device cuda --json output/gpu-check/benchmark.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from pwlu_det.layers import pwlu, pwlu_cpp
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python tools/benchmark_pwlu.py`, pwlu_det not installed
+    sys.path.insert(0, str(ROOT))
+from pwlu_det.layers import pwlu, pwlu_cpp  # noqa: E402
 
 SHAPES = ((16, 256, 56, 56), (2, 64, 400, 608))
 # Inference: mask head (RoIs, 14x14 and 28x28), box head (RoIs, channels), small and large maps.
@@ -128,14 +142,177 @@ def run_inference(shape: tuple[int, ...], repeats: int) -> dict[str, float]:
         return {name: 1e3 * median_ms(fn, repeats, warmup=10) for name, fn in fns.items()}
 
 
+# --------------------------------------------------------------------------------------------
+# CUDA: the Triton backend on the shapes of an R50-FPN detector
+# --------------------------------------------------------------------------------------------
+
+# P2-P6 for 800x1333 padded to 800x1344 (size divisibility 32), batch 2, 256 channels.
+CUDA_SHAPES = {
+    "P2 (2,256,200,336)": (2, 256, 200, 336),
+    "P3 (2,256,100,168)": (2, 256, 100, 168),
+    "P4 (2,256,50,84)": (2, 256, 50, 84),
+    "P5 (2,256,25,42)": (2, 256, 25, 42),
+    "P6 (2,256,13,21)": (2, 256, 13, 21),
+    "mask RoIs (512,256,14,14)": (512, 256, 14, 14),
+    "box FC (1024,1024)": (1024, 1024),
+}
+# Bytes moved per element, in units of the element size: forward reads x and writes y; the
+# backward (after the forward) reads x and grad_y and writes grad_x. A copy moves 2.
+_TRAFFIC = {"forward": 2, "forward+backward": 5}
+
+
+def _cuda_ops(channels: int, device: torch.device) -> dict[str, tuple[Callable, list]]:
+    """name -> (function of x, its parameters)."""
+    layer = [p.detach().to(device).requires_grad_() for p in relu_like_params(None)]
+    channel = [p.detach().to(device).requires_grad_() for p in relu_like_params(channels)]
+    return {
+        "copy": (lambda x: x.clone(), []),
+        "SiLU": (F.silu, []),
+        "ReLU": (F.relu, []),
+        "PWLU layer": (lambda x: pwlu(x, *layer, backend="triton"), layer),
+        "PWLU channel": (lambda x: pwlu(x, *channel, backend="triton"), channel),
+    }
+
+
+def _step(fn, x: torch.Tensor, grad: torch.Tensor, mode: str) -> Callable[[], None]:
+    if mode == "forward":
+
+        def forward() -> None:
+            with torch.no_grad():
+                fn(x)
+
+        return forward
+
+    def forward_backward() -> None:
+        fn(x).backward(grad)
+
+    return forward_backward
+
+
+def _kernels_per_call(step: Callable[[], None]) -> int:
+    """CUDA kernels (and memsets/copies) launched by one call, counted by torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def _graph_us(step: Callable[[], None], grads: list[torch.Tensor]) -> float | None:
+    import triton.testing
+
+    try:
+        return 1e3 * triton.testing.do_bench_cudagraph(
+            step, rep=50, grad_to_none=grads, return_mode="median"
+        )
+    except Exception as e:  # a capture that fails is reported, not fatal
+        print(f"  (CUDA graph capture failed: {type(e).__name__}: {str(e)[:120]})")
+        return None
+
+
+def run_cuda(dtypes: list[str], graphs: bool) -> list[dict]:
+    """Time every op on every R50-FPN shape; one row per (shape, dtype, mode, op)."""
+    import triton.testing
+
+    device = torch.device("cuda", torch.cuda.current_device())
+    rows = []
+    for shape_name, shape in CUDA_SHAPES.items():
+        for dtype_name in dtypes:
+            dtype = getattr(torch, dtype_name)
+            x = torch.randn(shape, device=device).mul_(2).to(dtype).requires_grad_()
+            grad = torch.randn(shape, device=device).to(dtype)
+            nbytes = x.numel() * x.element_size()
+            for mode, traffic in _TRAFFIC.items():
+                for op, (fn, fn_params) in _cuda_ops(shape[1], device).items():
+                    if op == "copy" and mode != "forward":
+                        continue
+                    step = _step(fn, x, grad, mode)
+                    params = [x, *fn_params]
+                    us = 1e3 * triton.testing.do_bench(
+                        step, grad_to_none=params, return_mode="median"
+                    )
+                    rows.append(
+                        {
+                            "shape": shape_name,
+                            "dtype": dtype_name,
+                            "mode": mode,
+                            "op": op,
+                            "us": us,
+                            "gbps": traffic * nbytes / (us * 1e-6) / 1e9,
+                            "graph_us": _graph_us(step, params) if graphs else None,
+                            "kernels": _kernels_per_call(step),
+                            "bytes": traffic * nbytes,
+                        }
+                    )
+    return rows
+
+
+def print_cuda(rows: list[dict]) -> None:
+    """One table per shape and dtype: us, GB/s, x SiLU, x copy; CUDA graphs; kernels."""
+    copy = {(r["shape"], r["dtype"]): r for r in rows if r["op"] == "copy"}
+    silu = {(r["shape"], r["dtype"], r["mode"]): r for r in rows if r["op"] == "SiLU"}
+    header = (
+        f"{'op':<14}{'mode':<18}{'us':>9}{'GB/s':>8}{'x SiLU':>8}{'x copy':>8}"
+        f"{'graph us':>10}{'x SiLU':>8}{'kernels':>9}"
+    )
+    key = None
+    for r in rows:
+        if (r["shape"], r["dtype"]) != key:
+            key = (r["shape"], r["dtype"])
+            print(f"\n{r['shape']} {r['dtype']}")
+            print(header)
+        s, c = silu[(r["shape"], r["dtype"], r["mode"])], copy[key]
+        # x copy: time / (time a copy needs for the same bytes); 1.0 = copy bandwidth.
+        copy_us = c["us"] * r["bytes"] / c["bytes"]
+        graph = r["graph_us"]
+        graph_ratio = graph / s["graph_us"] if graph and s["graph_us"] else None
+        print(
+            f"{r['op']:<14}{r['mode']:<18}{r['us']:>9.1f}{r['gbps']:>8.0f}"
+            f"{r['us'] / s['us']:>8.2f}{r['us'] / copy_us:>8.2f}"
+            f"{graph if graph is not None else float('nan'):>10.1f}"
+            f"{graph_ratio if graph_ratio is not None else float('nan'):>8.2f}"
+            f"{r['kernels']:>9}"
+        )
+
+
+def main_cuda(args: argparse.Namespace) -> None:
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no GPU found (torch.cuda.is_available() is False)")
+    import triton
+
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    print(
+        f"{props.name}, torch {torch.__version__}, triton {triton.__version__}, "
+        f"python {sys.version.split()[0]}; N = 16, ReLU-shaped PWLU; medians of do_bench "
+        "(L2 flushed); GB/s counts reads + writes; x copy = time / copy time for the same bytes"
+    )
+    rows = run_cuda(args.dtypes, graphs=not args.no_graphs)
+    print_cuda(rows)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"device": props.name, "rows": rows}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--repeats", type=int, default=20, help="timed repeats (median)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed repeats (CPU, median)")
     parser.add_argument(
-        "--inference-only", action="store_true", help="only the small inference shapes"
+        "--inference-only", action="store_true", help="only the small inference shapes (CPU)"
     )
+    parser.add_argument(
+        "--dtypes", nargs="+", default=["float32", "bfloat16"], help="dtypes (CUDA)"
+    )
+    parser.add_argument("--no-graphs", action="store_true", help="skip CUDA-graph timings")
+    parser.add_argument("--json", help="also write the CUDA results to this JSON file")
     args = parser.parse_args()
+    if args.device == "cuda":
+        main_cuda(args)
+        return
     torch.set_num_threads(args.threads)
     if not pwlu_cpp.available():
         raise SystemExit(f"the C++ extension is not built: {pwlu_cpp.unavailable_reason()}")

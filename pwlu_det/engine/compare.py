@@ -10,6 +10,7 @@ reports (:func:`write_reports`) are rebuilt from the run folders.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -31,6 +32,7 @@ __all__ = [
     "RUN_RESULT",
     "RunSpec",
     "compare_activations",
+    "config_sha",
     "mean_std",
     "plan_runs",
     "write_reports",
@@ -60,6 +62,7 @@ CSV_COLUMNS = (
     "realign_mean_bound_width",
     "realign_max_function_jump",
     "realign_fallback_units",
+    "config_sha",
     "output_dir",
 )
 _AP_KEYS = ("AP", "AP50", "AP75")
@@ -146,6 +149,16 @@ def _metrics(output_dir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def config_sha(cfg) -> str:
+    """Fingerprint of a run's recipe: sha256 (12 hex digits) of the merged config, without
+    ``OUTPUT_DIR`` and ``SEED``. A results table whose rows no longer match their configs'
+    fingerprints is stale."""
+    recipe = cfg.clone()
+    recipe.defrost()
+    recipe.OUTPUT_DIR, recipe.SEED = "", -1
+    return hashlib.sha256(recipe.dump().encode()).hexdigest()[:12]
+
+
 def _row(spec: RunSpec, opts: Sequence[str], resumed: bool) -> dict:
     from pwlu_det.config import load_pwlu_config
 
@@ -160,6 +173,7 @@ def _row(spec: RunSpec, opts: Sequence[str], resumed: bool) -> dict:
         "iterations": cfg.SOLVER.MAX_ITER,
         "minutes": round(stored["seconds"] / 60, 2),
         "resumed": resumed,
+        "config_sha": config_sha(cfg),
         "output_dir": spec.output_dir,
     }
     for task in ("bbox", "segm"):

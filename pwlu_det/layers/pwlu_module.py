@@ -193,12 +193,12 @@ class PWLU(nn.Module):
     def _update_statistics(self, x: torch.Tensor) -> None:
         x = x.detach().float()
         std, mean = torch.std_mean(x, dim=self._reduce_dims(x), correction=0)
-        if self.num_batches_tracked.item() == 0:
-            self.running_mean.copy_(mean)
-            self.running_std.copy_(std)
-        else:
-            self.running_mean.mul_(self.momentum).add_(mean, alpha=1 - self.momentum)
-            self.running_std.mul_(self.momentum).add_(std, alpha=1 - self.momentum)
+        # The first batch initialises the statistics, later ones update them. Chosen on the
+        # device (torch.where on the count), not with .item(): no host sync in Phase I.
+        first = self.num_batches_tracked == 0
+        for running, batch in ((self.running_mean, mean), (self.running_std, std)):
+            updated = running.mul(self.momentum).add_(batch, alpha=1 - self.momentum)
+            running.copy_(torch.where(first, batch, updated))
         self.num_batches_tracked.add_(1)
 
     # ---------------------------------------------------------------------------------------

@@ -31,9 +31,12 @@ _warned: set[str] = set()
 
 
 def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        logger.warning(message)
+    # Not while torch.compile traces: a logging call there breaks a fullgraph compile, and
+    # reading _warned would make the graph depend on it (a recompile once it changes).
+    if torch.compiler.is_compiling() or key in _warned:
+        return
+    _warned.add(key)
+    logger.warning(message)
 
 
 def _exporting() -> bool:

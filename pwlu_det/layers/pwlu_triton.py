@@ -33,13 +33,23 @@ walked in memory order; the channel of the element at memory offset ``o`` is
 ``inner = x.stride(channel_dim)``, which is how the backward kernel tiles it, so that each
 program can reduce per channel. Other tensors (non-dense views) are made contiguous first.
 
+Launches. Each runs with ``x``'s GPU current (so on its current stream, not device 0's), and
+switches to 64-bit offsets (``INDEX_64``) when one could pass 2^31 elements; then every offset
+into x, y, g, grad_x and the partial sums is int64 before any multiply, which
+:func:`check_int64_offsets` verifies in the TTIR. No launch reads a value back to the host.
+
 On machines without a GPU the kernels run on CPU tensors under Triton's interpreter
 (``TRITON_INTERPRET=1``, read when this module is first imported), and
 :func:`compile_for_targets` builds real cubin for sm_80 / sm_90 without a GPU.
+
+Versions: torch >= 2.11 (``torch.library.triton_op``, ``wrap_triton``, ``register_autograd``)
+and Triton >= 3.6 for the kernels; the ahead-of-time helpers use Triton's internal compiler
+API (``ASTSource``, ``GPUTarget``), checked with Triton 3.8 only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -49,8 +59,17 @@ import tempfile
 from collections.abc import Sequence
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
-__all__ = ["KernelBuild", "available", "compile_for_targets", "unavailable_reason"]
+__all__ = [
+    "KernelBuild",
+    "OffsetCheck",
+    "available",
+    "check_int64_offsets",
+    "compile_for_targets",
+    "i32_offset_multiplies",
+    "unavailable_reason",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +118,36 @@ def _next_pow2(n: int) -> int:
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def _needs_int64(*extents: int) -> bool:
+    """True when an offset up to any of ``extents`` (in elements) may not fit in int32."""
+    return max(extents) > _INT32_MAX
+
+
+def _traceable(kernel):
+    """``torch.library.wrap_triton(kernel)``, or the kernel itself under the interpreter.
+
+    With ``TRITON_INTERPRET=1`` the kernels are ``InterpretedFunction`` objects, which only run
+    eagerly; ``wrap_triton`` accepts them only from torch 2.12 on (pytorch#185597) and then
+    returns them unchanged, so they are launched directly here on every version.
+    """
+    if isinstance(kernel, triton.runtime.jit.JITFunction):
+        return torch.library.wrap_triton(kernel)
+    return kernel
+
+
+def _device_guard(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Make ``x``'s GPU the current device around a launch; a no-op otherwise.
+
+    Triton launches on the current device and its current stream. Without the guard, ``x`` on
+    ``cuda:1`` while device 0 is current is an illegal address (or, with peer access, a kernel
+    on the wrong GPU, unordered with the work that produced ``x``). CPU tensors (the
+    interpreter) and fake tensors (tracing: ``torch.compile`` emits its own guard) need none.
+    """
+    if x.device.type != "cuda" or is_fake(x):
+        return contextlib.nullcontext()
+    return torch.cuda.device(x.device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,21 +423,28 @@ if triton is not None:
         Per step it reduces the tile bin by bin (masked sums over rows and inner positions,
         never a one-hot [tile x bins] block) into two [BLOCK_C, NB_PAD] accumulators, and
         writes them once at the end: no atomics, and a deterministic result.
+
+        With ``INDEX_64`` every offset into x, g, grad_x and the sums is computed in int64:
+        the program id, and so every block index derived from it, is widened first, and so is
+        each scalar factor (``channels``, ``partial_rows``) before it is multiplied.
         """
         pid = tl.program_id(0)
+        if INDEX_64:  # before any multiply: chan * inner alone can pass 2^31 in NCHW
+            pid = pid.to(tl.int64)
+            row_stride = tl.cast(channels, tl.int64) * inner
+            plane = tl.cast(partial_rows, tl.int64) * channels * (num_intervals + 2)
+        else:
+            row_stride = channels * inner
+            plane = partial_rows * channels * (num_intervals + 2)
         c_block = pid % n_c_blocks
         rest = pid // n_c_blocks
         i_block = rest % n_i_blocks
         r_program = rest // n_i_blocks
 
-        rows = tl.arange(0, BLOCK_R)[:, None, None]
         chan = c_block * BLOCK_C + tl.arange(0, BLOCK_C)[None, :, None]
         pos = i_block * BLOCK_I + tl.arange(0, BLOCK_I)[None, None, :]
         chan_mask = chan < channels
         col_mask = chan_mask & (pos < inner)
-        if INDEX_64:
-            rows = rows.to(tl.int64)
-            r_program = r_program.to(tl.int64)
         col_offs = chan * inner + pos
 
         left_bound = tl.load(unit_ptr + 3 * chan, mask=chan_mask, other=0.0)
@@ -399,11 +455,11 @@ if triton is not None:
         bin_ids = tl.arange(0, NB_PAD)[None, :]
         acc_g = tl.zeros([BLOCK_C, NB_PAD], dtype=unit_ptr.dtype.element_ty)
         acc_gw = tl.zeros([BLOCK_C, NB_PAD], dtype=unit_ptr.dtype.element_ty)
-        first_row = r_program * r_blocks_per_program * BLOCK_R
-        for step in range(r_blocks_per_program):
-            row = first_row + step * BLOCK_R + rows
+        # The row index advances by additions only (no i32 step * BLOCK_R product).
+        row = r_program * r_blocks_per_program * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None]
+        for _ in range(r_blocks_per_program):
             mask = col_mask & (row < outer)
-            offs = row * (channels * inner) + col_offs
+            offs = row * row_stride + col_offs
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(left_bound.dtype)
             g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(left_bound.dtype)
             bin_, w = _locate(x, left_bound, right_bound, scale, num_intervals)
@@ -422,13 +478,13 @@ if triton is not None:
                 hit = bin_ids == b
                 acc_g += tl.where(hit, s_g[:, None], 0.0)
                 acc_gw += tl.where(hit, s_gw[:, None], 0.0)
+            row += BLOCK_R
 
         # sums[k, r_program * n_i_blocks + i_block, chan, bin]
         out_row = r_program * n_i_blocks + i_block
         out_chan = c_block * BLOCK_C + tl.arange(0, BLOCK_C)[:, None]
         out_offs = (out_row * channels + out_chan) * num_bins + bin_ids
         out_mask = (out_chan < channels) & (bin_ids < num_bins)
-        plane = partial_rows * channels * num_bins
         tl.store(sums_ptr + out_offs, acc_g, mask=out_mask)
         tl.store(sums_ptr + plane + out_offs, acc_gw, mask=out_mask)
 
@@ -459,21 +515,22 @@ if triton is not None:
         unit, base, slope, _ = _unit_tables(params, _compute_dtype(x))
         _, channels, inner = _memory_view(x, units, channel_dim)
         grid = (_cdiv(numel, _FORWARD_BLOCK),)
-        torch.library.wrap_triton(_pwlu_forward_kernel)[grid](
-            x,
-            y,
-            unit,
-            base,
-            slope,
-            numel,
-            inner,
-            channels,
-            num_intervals,
-            BLOCK=_FORWARD_BLOCK,
-            CHANNELWISE=channels > 1,
-            INDEX_64=grid[0] * _FORWARD_BLOCK > _INT32_MAX,
-            num_warps=_NUM_WARPS,
-        )
+        with _device_guard(x):  # x's GPU and its current stream, not the current device's
+            _traceable(_pwlu_forward_kernel)[grid](
+                x,
+                y,
+                unit,
+                base,
+                slope,
+                numel,
+                inner,
+                channels,
+                num_intervals,
+                BLOCK=_FORWARD_BLOCK,
+                CHANNELWISE=channels > 1,
+                INDEX_64=_needs_int64(grid[0] * _FORWARD_BLOCK),
+                num_warps=_NUM_WARPS,
+            )
         return y
 
     @torch.library.triton_op(
@@ -517,28 +574,30 @@ if triton is not None:
         sums = torch.empty(
             (2, tiling.partial_rows, units, num_bins), dtype=compute_dtype, device=x.device
         )
-        torch.library.wrap_triton(_pwlu_backward_kernel)[(tiling.grid,)](
-            x,
-            grad_y,
-            grad_x,
-            unit,
-            dfdx,
-            sums,
-            outer,
-            channels,
-            inner,
-            num_intervals,
-            tiling.partial_rows,
-            tiling.n_i_blocks,
-            tiling.n_c_blocks,
-            tiling.r_blocks_per_program,
-            BLOCK_R=tiling.block_r,
-            BLOCK_C=tiling.block_c,
-            BLOCK_I=tiling.block_i,
-            NB_PAD=_next_pow2(num_bins),
-            INDEX_64=tiling.max_offset(channels, inner) > _INT32_MAX,
-            num_warps=_NUM_WARPS,
-        )
+        index_64 = _needs_int64(tiling.max_offset(channels, inner), sums.numel())
+        with _device_guard(x):  # x's GPU and its current stream, not the current device's
+            _traceable(_pwlu_backward_kernel)[(tiling.grid,)](
+                x,
+                grad_y,
+                grad_x,
+                unit,
+                dfdx,
+                sums,
+                outer,
+                channels,
+                inner,
+                num_intervals,
+                tiling.partial_rows,
+                tiling.n_i_blocks,
+                tiling.n_c_blocks,
+                tiling.r_blocks_per_program,
+                BLOCK_R=tiling.block_r,
+                BLOCK_C=tiling.block_c,
+                BLOCK_I=tiling.block_i,
+                NB_PAD=_next_pow2(num_bins),
+                INDEX_64=index_64,
+                num_warps=_NUM_WARPS,
+            )
         s0, s1 = sums.sum(dim=1, dtype=torch.float64).unbind(0)
         return (grad_x, *_parameter_gradients(s0, s1, params, compute_dtype))
 
@@ -617,17 +676,62 @@ def _specialize(kernel, name: str, dtypes: dict[str, str], args: dict[str, objec
         elif arg.isupper() or args[arg] == 1:  # a tl.constexpr, or an int specialized as one
             signature[arg] = "constexpr"
             constexprs[arg] = args[arg]
-        else:
-            signature[arg] = "i32"
+        else:  # the JIT passes ints that do not fit in int32 as int64
+            signature[arg] = "i32" if -(2**31) <= args[arg] <= _INT32_MAX else "i64"
             if args[arg] % 16 == 0:
                 attrs[(index,)] = [["tt.divisibility", 16]]
     return _AotVariant(kernel, name, signature, constexprs, attrs)
 
 
+_TABLE_DTYPES = {"unit_ptr": "fp32", "base_ptr": "fp32", "slope_ptr": "fp32"}
+_BACKWARD_DTYPES = {
+    k: "fp32" for k in ("x_ptr", "g_ptr", "gx_ptr", "unit_ptr", "dfdx_ptr", "sums_ptr")
+}
+
+
+def _forward_variant(
+    name: str, dtype: str, numel: int, channels: int, inner: int, index_64: bool
+) -> _AotVariant:
+    """The forward kernel for ``numel`` elements of ``dtype`` (N=16), as the op launches it."""
+    args = {
+        "numel": numel,
+        "inner": inner,
+        "channels": channels,
+        "num_intervals": 16,
+        "BLOCK": _FORWARD_BLOCK,
+        "CHANNELWISE": channels > 1,
+        "INDEX_64": index_64,
+    }
+    dtypes = {"x_ptr": dtype, "y_ptr": dtype, **_TABLE_DTYPES}
+    return _specialize(_pwlu_forward_kernel, name, dtypes, args)
+
+
+def _backward_variant(
+    name: str, outer: int, channels: int, inner: int, num_intervals: int, index_64: bool
+) -> _AotVariant:
+    """The float32 backward kernel for the view (outer, channels, inner), with its tiling."""
+    tiling = _backward_tiling(outer, channels, inner)
+    args = {
+        "outer": outer,
+        "channels": channels,
+        "inner": inner,
+        "num_intervals": num_intervals,
+        "partial_rows": tiling.partial_rows,
+        "n_i_blocks": tiling.n_i_blocks,
+        "n_c_blocks": tiling.n_c_blocks,
+        "r_blocks_per_program": tiling.r_blocks_per_program,
+        "BLOCK_R": tiling.block_r,
+        "BLOCK_C": tiling.block_c,
+        "BLOCK_I": tiling.block_i,
+        "NB_PAD": _next_pow2(num_intervals + 2),
+        "INDEX_64": index_64,
+    }
+    return _specialize(_pwlu_backward_kernel, name, _BACKWARD_DTYPES, args)
+
+
 def _aot_variants() -> list[_AotVariant]:
     """The kernel specializations worth building, for typical detection-backbone shapes."""
     variants = []
-    tables = {"unit_ptr": "fp32", "base_ptr": "fp32", "slope_ptr": "fp32"}
     for name, dtype, (channels, inner) in (
         ("fp32 layer-wise", "fp32", (1, 1)),
         ("fp32 NCHW channel-wise C=256 HxW=64x64", "fp32", (256, 4096)),
@@ -635,19 +739,8 @@ def _aot_variants() -> list[_AotVariant]:
         ("fp16 NCHW channel-wise C=256 HxW=64x64", "fp16", (256, 4096)),
         ("bf16 channels_last channel-wise C=256", "bf16", (256, 1)),
     ):
-        args = {
-            "numel": 2 * 256 * 4096,
-            "inner": inner,
-            "channels": channels,
-            "num_intervals": 16,
-            "BLOCK": _FORWARD_BLOCK,
-            "CHANNELWISE": channels > 1,
-            "INDEX_64": False,
-        }
-        dtypes = {"x_ptr": dtype, "y_ptr": dtype, **tables}
-        variants.append(_specialize(_pwlu_forward_kernel, name, dtypes, args))
+        variants.append(_forward_variant(name, dtype, 2 * 256 * 4096, channels, inner, False))
 
-    dtypes = {k: "fp32" for k in ("x_ptr", "g_ptr", "gx_ptr", "unit_ptr", "dfdx_ptr", "sums_ptr")}
     for layout, (outer, channels, inner) in (
         ("layer-wise", (2 * 256 * 4096, 1, 1)),
         ("NCHW C=256 HxW=64x64", (2, 256, 4096)),
@@ -657,23 +750,8 @@ def _aot_variants() -> list[_AotVariant]:
         tiling = _backward_tiling(outer, channels, inner)
         tile = f"[{tiling.block_r},{tiling.block_c},{tiling.block_i}]"
         for n in (16, 64):
-            args = {
-                "outer": outer,
-                "channels": channels,
-                "inner": inner,
-                "num_intervals": n,
-                "partial_rows": tiling.partial_rows,
-                "n_i_blocks": tiling.n_i_blocks,
-                "n_c_blocks": tiling.n_c_blocks,
-                "r_blocks_per_program": tiling.r_blocks_per_program,
-                "BLOCK_R": tiling.block_r,
-                "BLOCK_C": tiling.block_c,
-                "BLOCK_I": tiling.block_i,
-                "NB_PAD": _next_pow2(n + 2),
-                "INDEX_64": False,
-            }
             name = f"fp32 {layout} N={n} tile={tile}"
-            variants.append(_specialize(_pwlu_backward_kernel, name, dtypes, args))
+            variants.append(_backward_variant(name, outer, channels, inner, n, False))
     return variants
 
 
@@ -713,6 +791,32 @@ def _ptxas_usage(ptx: str, arch: int) -> tuple[int | None, int | None, int | Non
     )
 
 
+def _require_compilable(caller: str) -> None:
+    if not available():
+        raise RuntimeError(f"{caller}: {unavailable_reason()}")
+    if _interpreting() or not isinstance(_pwlu_forward_kernel, triton.runtime.jit.JITFunction):
+        raise RuntimeError(
+            f"{caller}: unset TRITON_INTERPRET (the kernels were "
+            "created for Triton's interpreter and cannot be compiled)"
+        )
+
+
+def _compile(variant: _AotVariant, arch: int):
+    """``triton.compile`` one variant for ``sm_<arch>``; the compiled kernel (``.asm``)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, make_backend
+
+    target = GPUTarget("cuda", arch, 32)
+    options = make_backend(target).parse_options({"num_warps": _NUM_WARPS})
+    src = ASTSource(
+        fn=variant.kernel,
+        signature=variant.signature,
+        constexprs=variant.constexprs,
+        attrs=variant.attrs,
+    )
+    return triton.compile(src, target=target, options=options.__dict__)
+
+
 def compile_for_targets(archs: Sequence[int] = (80, 90)) -> list[KernelBuild]:
     """Compile every kernel variant to cubin for each CUDA architecture, without a GPU.
 
@@ -730,31 +834,15 @@ def compile_for_targets(archs: Sequence[int] = (80, 90)) -> list[KernelBuild]:
             interpreter functions, which cannot be compiled).
         triton.CompilationError / PTXASError: a kernel fails to compile.
     """
-    if not available():
-        raise RuntimeError(f"compile_for_targets: {unavailable_reason()}")
-    if _interpreting() or not isinstance(_pwlu_forward_kernel, triton.runtime.jit.JITFunction):
-        raise RuntimeError(
-            "compile_for_targets: unset TRITON_INTERPRET (the kernels were "
-            "created for Triton's interpreter and cannot be compiled)"
-        )
-    from triton.backends.compiler import GPUTarget
+    _require_compilable("compile_for_targets")
     from triton.backends.nvidia.compiler import get_ptxas
-    from triton.compiler import ASTSource, make_backend
 
     builds = []
     for arch in archs:
-        target = GPUTarget("cuda", arch, 32)
-        options = make_backend(target).parse_options({"num_warps": _NUM_WARPS})
         tool = get_ptxas(arch)  # bundled with Triton unless TRITON_PTXAS_PATH says otherwise
         for variant in _aot_variants():
             kernel = variant.kernel
-            src = ASTSource(
-                fn=kernel,
-                signature=variant.signature,
-                constexprs=variant.constexprs,
-                attrs=variant.attrs,
-            )
-            compiled = triton.compile(src, target=target, options=options.__dict__)
+            compiled = _compile(variant, arch)
             cubin = compiled.asm["cubin"]
             regs, spill_stores, spill_loads = _ptxas_usage(compiled.asm["ptx"], arch)
             builds.append(
@@ -779,3 +867,192 @@ def compile_for_targets(archs: Sequence[int] = (80, 90)) -> list[KernelBuild]:
                 regs,
             )
     return builds
+
+
+# --------------------------------------------------------------------------------------------
+# 64-bit offsets, checked in the Triton IR (no GPU needed)
+# --------------------------------------------------------------------------------------------
+
+_VALUE = r"%[\w$.\-]+"
+_I32_MULI = re.compile(r"\barith\.muli\b.*:\s*(?:i32|tensor<[^>]*xi32>)(?:\s|$)")
+_FOR = re.compile(
+    rf"scf\.for\s+({_VALUE})\s*=\s*({_VALUE})\s+to\s+({_VALUE})\s+step\s+({_VALUE})"
+    r"(?:\s+iter_args\(([^)]*)\))?"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class OffsetCheck:
+    """What :func:`check_int64_offsets` found in one kernel variant's TTIR.
+
+    Attributes:
+        kernel: the Triton kernel's name.
+        variant: which specialization (all with ``INDEX_64=True``).
+        offsets_checked: ``tt.addptr`` ops on the large tensors' pointers (x, y, g, grad_x and
+            the partial sums) whose offset was traced back.
+        i32_offsets: those whose offset itself is 32-bit (TTIR lines).
+        i32_multiplies: ``arith.muli`` in i32 that feed one of those offsets (TTIR lines).
+    """
+
+    kernel: str
+    variant: str
+    offsets_checked: int
+    i32_offsets: tuple[str, ...]
+    i32_multiplies: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when every checked offset is 64-bit and no i32 product feeds one."""
+        return self.offsets_checked > 0 and not self.i32_offsets and not self.i32_multiplies
+
+
+def i32_offset_multiplies(
+    ttir: str, pointer_args: Sequence[str]
+) -> tuple[int, list[str], list[str]]:
+    """Trace the offsets of pointer arithmetic on ``pointer_args`` back through a TTIR module.
+
+    A def-use walk over the SSA values: every ``tt.addptr`` whose base derives from one of the
+    named kernel arguments has its offset operand followed back through all the values it is
+    computed from, loop-carried values of ``scf.for`` included (an ``iter_args`` value depends
+    on its initial value and on the matching ``scf.yield`` operand).
+
+    Args:
+        ttir: the module text (``compiled.asm["ttir"]``).
+        pointer_args: kernel argument names, e.g. ``("x_ptr", "y_ptr")``.
+
+    Returns:
+        ``(offsets_checked, i32_offsets, i32_multiplies)``: the number of such ``tt.addptr``
+        ops, the ones with a 32-bit offset, and the i32 ``arith.muli`` lines upstream of any
+        offset (an i32 product that is sign-extended afterwards has already overflowed).
+    """
+    deps: dict[str, set[str]] = {}
+    i32_muls: dict[str, str] = {}
+    addptrs: list[tuple[str, str, str]] = []  # base, offset, line
+    frames: list[tuple[list[str], str | None]] = []  # (iter_args, loop result) per region
+
+    def depend(name: str, on: Sequence[str]) -> None:
+        deps.setdefault(name, set()).update(on)
+
+    for raw in ttir.splitlines():
+        line = raw.strip()
+        if line.startswith("}"):
+            frame = frames.pop() if frames else ([], None)
+            if line.endswith("{"):  # `} else {`: the same region op continues
+                frames.append(frame)
+            continue
+        result = re.match(rf"({_VALUE})(?::\d+)?\s*=\s*(.*)", line)
+        body = result.group(2) if result else line
+        operands = re.findall(_VALUE, body)
+        loop = _FOR.search(body)
+        if loop:
+            iv, *bounds = loop.group(1, 2, 3, 4)
+            depend(iv, bounds)
+            carried = []
+            for pair in (loop.group(5) or "").split(","):
+                if "=" in pair:
+                    arg, init = (v.strip() for v in pair.split("=", 1))
+                    depend(arg, [init])
+                    carried.append(arg)
+            if result:
+                depend(result.group(1), [v for v in operands if v not in carried and v != iv])
+            frames.append((carried, result.group(1) if result else None))
+            continue
+        if line.startswith("scf.yield") and frames:
+            carried, loop_result = frames[-1]
+            for arg, value in zip(carried, operands, strict=False):
+                depend(arg, [value])
+            if loop_result:
+                depend(loop_result, operands)
+            continue
+        if result:
+            name = result.group(1)
+            depend(name, operands)
+            if _I32_MULI.search(body):
+                i32_muls[name] = line
+            if body.startswith("tt.addptr") and len(operands) >= 2:
+                addptrs.append((operands[0], operands[1], line))
+        if line.endswith("{"):
+            frames.append(([], result.group(1) if result else None))
+
+    def upstream(name: str) -> set[str]:
+        seen, todo = set(), [name]
+        while todo:
+            value = todo.pop()
+            if value not in seen:
+                seen.add(value)
+                todo.extend(deps.get(value, ()))
+        return seen
+
+    roots = {"%" + a for a in pointer_args}
+    checked, i32_offsets, multiplies = 0, [], {}
+    for base, offset, line in addptrs:
+        if not upstream(base) & roots:
+            continue
+        checked += 1
+        offset_type = line.rsplit(":", 1)[-1]
+        if not re.search(r"\bi64\b|xi64>", offset_type):
+            i32_offsets.append(line)
+        for value in upstream(offset):
+            if value in i32_muls:
+                multiplies[value] = i32_muls[value]
+    return checked, i32_offsets, sorted(multiplies.values())
+
+
+def _int64_variants() -> list[tuple[_AotVariant, tuple[str, ...]]]:
+    """``INDEX_64`` specializations for tensors past 2^31 elements, with their large pointers.
+
+    The integer arguments are the ones such launches pass: each below 2^31 (so i32) except
+    where the element count itself is larger (then i64, as the JIT passes it).
+    """
+    variants = []
+    big = 2**31 + 2**20
+    for name, dtype, (numel, channels, inner) in (
+        ("NCHW channel-wise, one sample of 4 x 2^29", "fp32", (2**31, 4, 2**29)),
+        ("channels_last channel-wise C=256", "bf16", (big, 256, 1)),
+        ("layer-wise", "fp16", (big, 1, 1)),
+    ):
+        variant = _forward_variant(f"{dtype} {name}", dtype, numel, channels, inner, True)
+        variants.append((variant, ("x_ptr", "y_ptr")))
+
+    for name, (outer, channels, inner) in (
+        ("NCHW, one sample of 4 x 2^29", (1, 4, 2**29)),
+        ("NCHW (2, 256, 2048, 2048)", (2, 256, 2**22)),
+        ("channels_last C=256", (big // 256, 256, 1)),
+        ("layer-wise", (big, 1, 1)),
+    ):
+        variant = _backward_variant(f"fp32 {name}", outer, channels, inner, 16, True)
+        variants.append((variant, ("x_ptr", "g_ptr", "gx_ptr", "sums_ptr")))
+    return variants
+
+
+def check_int64_offsets(arch: int = 90) -> list[OffsetCheck]:
+    """Build the ``INDEX_64`` kernel variants' TTIR and check that their offsets are 64-bit.
+
+    An offset past 2^31 elements must be computed in int64 from the start: an i32 product
+    (``chan * inner``, ``channels * inner``) that is widened afterwards has already wrapped
+    around, and the kernel reads and writes gigabytes away from its tensors. No GPU is needed.
+
+    Args:
+        arch: the compute capability to compile for.
+
+    Returns:
+        One :class:`OffsetCheck` per variant (see :attr:`OffsetCheck.ok`).
+
+    Raises:
+        RuntimeError: Triton is missing, or ``TRITON_INTERPRET=1`` is set.
+    """
+    _require_compilable("check_int64_offsets")
+    checks = []
+    for variant, pointers in _int64_variants():
+        ttir = _compile(variant, arch).asm["ttir"]
+        checked, i32_offsets, multiplies = i32_offset_multiplies(ttir, pointers)
+        checks.append(
+            OffsetCheck(
+                kernel=variant.kernel.__name__,
+                variant=variant.name,
+                offsets_checked=checked,
+                i32_offsets=tuple(i32_offsets),
+                i32_multiplies=tuple(multiplies),
+            )
+        )
+    return checks
