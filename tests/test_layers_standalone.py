@@ -44,6 +44,10 @@ ps = [p.double().requires_grad_() for p in ps]
 x = (2 * torch.randn(2, 3, 5, 6, generator=gen)).double().requires_grad_()
 want = pwlu_reference(x, *ps, channel_dim=1)
 want_grads = torch.autograd.grad(want.sum(), [x, *ps])
+# Compiled first (before any eager call has warned): the warning must not break fullgraph.
+compiled = torch.compile(lambda t: pwlu(t, *[p.detach() for p in ps]), backend="eager",
+                         fullgraph=True)
+compiled_equal = bool(torch.equal(compiled(x.detach()), want.detach()))
 auto = pwlu(x, *ps)  # CPU, no extension: the reference, with a warning
 got = pwlu(x, *ps, backend="triton")  # the kernels, interpreted
 got_grads = torch.autograd.grad(got.sum(), [x, *ps])
@@ -63,6 +67,7 @@ print(json.dumps({
     "triton_available": pwlu_triton.available(),
     "auto_backend": resolve_backend("auto", x),
     "auto_equal": bool(torch.equal(auto, want)),
+    "compiled_equal": compiled_equal,
     "triton_error": float((got - want).abs().max()),
     "triton_grad_error": max(float((a - b).abs().max()) for a, b in zip(got_grads, want_grads)),
     "module_finite": bool(torch.isfinite(act(x.detach())).all()),
@@ -91,6 +96,7 @@ def test_layers_import_and_run_without_detectron2_and_extension() -> None:
     assert not result["cpp_available"] and "blocked for this test" in result["cpp_reason"]
     assert result["triton_available"]
     assert result["auto_backend"] == "reference" and result["auto_equal"]
+    assert result["compiled_equal"]  # fullgraph compile through the warning path
     assert any("C++ extension is unavailable" in w for w in result["warnings"]), result
     assert result["triton_error"] < 1e-12 and result["triton_grad_error"] < 1e-10, result
     assert result["module_finite"]
