@@ -228,7 +228,7 @@ def test_ensure_shapes_dataset_is_idempotent(tmp_path):
     root = ensure_shapes_dataset(tmp_path)
     assert root == tmp_path
     files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
-    assert len(files) == 3 + 2 + 2  # images and two JSON files
+    assert len(files) == 3 + 2 + 2 + 3  # images and three JSON files
     for path in files:
         os.utime(path, ns=(10**9, 10**9))
     ensure_shapes_dataset(tmp_path)
