@@ -129,8 +129,8 @@ def _record(output_dir: str, seconds: float) -> None:
 
 
 def _realign_record(output_dir: str) -> dict:
-    """The realignment scalars in ``metrics.json`` (empty when the run has none)."""
-    record: dict = {}
+    """The realignment scalars in ``metrics.json`` (None when the run has none)."""
+    record: dict = dict.fromkeys(["realign_iteration", *_REALIGN_SCALARS.values()])
     for entry in _metrics(output_dir):
         if "pwlu/mean_bound_width" in entry:
             record["realign_iteration"] = entry.get("iteration")
