@@ -87,7 +87,8 @@ def write_demo_pictures(config_file: str, opts: list[str] | None = None) -> list
     ]
     if cfg.MODEL.ACTIVATION.NAME == "PWLU":
         for name, residual in (("pwlu_curves.png", False), ("pwlu_curves_residual.png", True)):
-            paths.append(str(plot_pwlu_activations(weights, folder / name, residual=residual)))
+            plot = plot_pwlu_activations(weights, folder / name, residual=residual)
+            paths.append(os.fspath(plot))
     return paths
 
 
