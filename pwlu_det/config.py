@@ -5,12 +5,12 @@ from __future__ import annotations
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-from pwlu_det.layers.pwlu_module import REALIGN_MODES
+from pwlu_det.layers.pwlu_module import INIT_SHAPES, REALIGN_MODES
 
 ACTIVATIONS = ("PWLU", "Swish", "SiLU", "ReLU")
 SCOPES = ("backbone", "all")
 
-__all__ = ["add_pwlu_config", "load_pwlu_config", "validate_pwlu_config"]
+__all__ = ["add_pwlu_config", "default_pwlu_config", "load_pwlu_config", "validate_pwlu_config"]
 
 GRANULARITIES = ("channel", "layer")
 
@@ -43,10 +43,17 @@ def add_pwlu_config(cfg: CN) -> None:
     # "function_preserving": same width, grid shifted (< 1 interval) so 0 stays a breakpoint
     # and the network computes exactly the same function across the realignment.
     cfg.MODEL.PWLU.REALIGN_MODE = "paper"
+    # The units' initial shape: what they compute in Phase I and are reset to (interpolated on
+    # the realigned grid) in Phase II. "relu" is the paper's; "swish" starts every unit from
+    # x * sigmoid(x) instead. "function_preserving" needs "relu".
+    cfg.MODEL.PWLU.INIT_SHAPE = "relu"
     # Weight decay of PWLU parameters (bounds, heights, slopes); the paper gives no rule.
     cfg.MODEL.PWLU.WEIGHT_DECAY = 0.0
     # Learning rate of PWLU parameters = SOLVER.BASE_LR * LR_FACTOR.
     cfg.MODEL.PWLU.LR_FACTOR = 1.0
+    # Every DYNAMICS_PERIOD iterations, write gradient and update sizes of the PWLU parameters
+    # and of the conv weights beside them to metrics.json (PWLUDynamicsHook); 0: off.
+    cfg.MODEL.PWLU.DYNAMICS_PERIOD = 0
 
 
 def _fail(key: str, value, requirement: str) -> None:
@@ -85,10 +92,27 @@ def validate_pwlu_config(cfg: CN) -> None:
         _fail("STATISTICS_ITERS", c.STATISTICS_ITERS, "an integer >= 0")
     if c.REALIGN_MODE not in REALIGN_MODES:
         _fail("REALIGN_MODE", c.REALIGN_MODE, f"one of {REALIGN_MODES}")
+    if c.INIT_SHAPE not in INIT_SHAPES:
+        _fail("INIT_SHAPE", c.INIT_SHAPE, f"one of {tuple(INIT_SHAPES)}")
+    if c.REALIGN_MODE == "function_preserving" and c.INIT_SHAPE != "relu":
+        _fail(
+            "INIT_SHAPE",
+            c.INIT_SHAPE,
+            "'relu' with REALIGN_MODE 'function_preserving' (only ReLU is kept exactly)",
+        )
     if not c.WEIGHT_DECAY >= 0:
         _fail("WEIGHT_DECAY", c.WEIGHT_DECAY, ">= 0")
+    if not isinstance(c.DYNAMICS_PERIOD, int) or c.DYNAMICS_PERIOD < 0:
+        _fail("DYNAMICS_PERIOD", c.DYNAMICS_PERIOD, "an integer >= 0")
     if not c.LR_FACTOR >= 0:
         _fail("LR_FACTOR", c.LR_FACTOR, ">= 0")
+
+
+def default_pwlu_config() -> CN:
+    """Detectron2's defaults plus the pwlu_det keys (``add_pwlu_config``)."""
+    cfg = get_cfg()
+    add_pwlu_config(cfg)
+    return cfg
 
 
 def load_pwlu_config(config_file: str, opts: list | None = None) -> CN:
@@ -98,8 +122,7 @@ def load_pwlu_config(config_file: str, opts: list | None = None) -> CN:
     Raises:
         ValueError: an invalid ``MODEL.PWLU`` / ``MODEL.ACTIVATION`` value.
     """
-    cfg = get_cfg()
-    add_pwlu_config(cfg)
+    cfg = default_pwlu_config()
     cfg.merge_from_file(str(config_file))
     cfg.merge_from_list(list(opts or []))
     validate_pwlu_config(cfg)

@@ -13,11 +13,13 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
+from pwlu_det.config import add_pwlu_config, load_pwlu_config
 from pwlu_det.data import SHAPE_CLASSES, generate_shapes_split
 from pwlu_det.engine.compare import (
     CSV_COLUMNS,
     RUN_RESULT,
     compare_activations,
+    config_sha,
     mean_std,
     plan_runs,
     write_reports,
@@ -69,6 +71,34 @@ def test_plan_runs_gives_each_run_its_own_folder(tmp_path):
         plan_runs([PWLU_CONFIG, PWLU_CONFIG], [0], str(tmp_path))
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         plan_runs(["configs/nope.yaml"], [0], str(tmp_path))
+
+
+def test_config_fingerprint_is_the_recipe_not_the_key_set(monkeypatch):
+    cfg = load_pwlu_config(PWLU_CONFIG)
+    sha = config_sha(cfg)
+    assert config_sha(load_pwlu_config(PWLU_CONFIG, ["SEED", "7", "OUTPUT_DIR", "x"])) == sha
+    assert config_sha(load_pwlu_config(PWLU_CONFIG, ["MODEL.PWLU.LR_FACTOR", "2.0"])) != sha
+
+    # A new key whose default keeps the old behaviour leaves every fingerprint as it was.
+    def add_with_new_key(c):
+        add_pwlu_config(c)
+        c.MODEL.PWLU.SOME_NEW_KEY = 1
+
+    monkeypatch.setattr("pwlu_det.config.add_pwlu_config", add_with_new_key)
+    assert config_sha(load_pwlu_config(PWLU_CONFIG)) == sha
+
+
+def test_a_run_folder_of_another_recipe_is_refused(tmp_path):
+    (spec,) = plan_runs([PWLU_CONFIG], [0], str(tmp_path))
+    os.makedirs(spec.output_dir)
+    saved = load_pwlu_config(PWLU_CONFIG, ["MODEL.PWLU.LR_FACTOR", "3.0"])
+    Path(spec.output_dir, "config.yaml").write_text(saved.dump())
+    Path(spec.output_dir, RUN_RESULT).write_text(json.dumps({"results": {}, "seconds": 1.0}))
+    with pytest.raises(RuntimeError, match="another recipe.*neither reused nor resumed"):
+        compare_activations([PWLU_CONFIG], [0], str(tmp_path))
+    # The same recipe is reused as it is.
+    rows = compare_activations([PWLU_CONFIG], [0], str(tmp_path), ["MODEL.PWLU.LR_FACTOR", "3.0"])
+    assert rows[0]["config_sha"] == config_sha(saved)
 
 
 def _row(config, activation, seed, box, mask, output_dir):

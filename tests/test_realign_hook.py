@@ -38,6 +38,8 @@ T = 10  # MAX_ITER
         ("REALIGN_MODE", "magic", "one of"),
         ("WEIGHT_DECAY", -1.0, ">= 0"),
         ("LR_FACTOR", -0.5, ">= 0"),
+        ("INIT_SHAPE", "gelu", "one of"),
+        ("DYNAMICS_PERIOD", -1, "an integer >= 0"),
     ],
 )
 def test_bad_config_values_are_rejected_naming_the_key(key, value, message):

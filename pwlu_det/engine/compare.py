@@ -3,8 +3,9 @@
 Every run is ``tools/train_net.py`` itself (``python -m pwlu_det.engine.cli``, in its own
 process), with ``SEED k`` and its own ``OUTPUT_DIR`` (``<work_dir>/<config stem>/seed<k>``).
 A run whose :data:`RUN_RESULT` file exists is finished and reused as it is; any other run is
-started with ``--resume``, so an interrupted one continues from its last checkpoint. The
-reports (:func:`write_reports`) are rebuilt from the run folders.
+started with ``--resume``, so an interrupted one continues from its last checkpoint. A run
+folder whose ``config.yaml`` holds another recipe than the one asked for is refused, neither
+reused nor resumed. The reports (:func:`write_reports`) are rebuilt from the run folders.
 """
 
 from __future__ import annotations
@@ -149,14 +150,52 @@ def _metrics(output_dir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _plain(value):
+    """Tuples as lists, nested too: a config saved to yaml and loaded back compares equal."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _flat_items(node, prefix: str = ""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _flat_items(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", _plain(value)
+
+
 def config_sha(cfg) -> str:
-    """Fingerprint of a run's recipe: sha256 (12 hex digits) of the merged config, without
-    ``OUTPUT_DIR`` and ``SEED``. A results table whose rows no longer match their configs'
-    fingerprints is stale."""
-    recipe = cfg.clone()
-    recipe.defrost()
-    recipe.OUTPUT_DIR, recipe.SEED = "", -1
-    return hashlib.sha256(recipe.dump().encode()).hexdigest()[:12]
+    """Fingerprint of a run's recipe: sha256 (12 hex digits) of the config keys whose values
+    differ from the defaults (Detectron2's and ``add_pwlu_config``'s), without ``OUTPUT_DIR``
+    and ``SEED``. A new config key whose default keeps the old behaviour leaves it unchanged;
+    a results table whose rows no longer match their configs' fingerprints is stale."""
+    from pwlu_det.config import default_pwlu_config
+
+    defaults = dict(_flat_items(default_pwlu_config()))
+    recipe = sorted(
+        (key, value)
+        for key, value in _flat_items(cfg)
+        if key not in ("OUTPUT_DIR", "SEED") and (key not in defaults or defaults[key] != value)
+    )
+    return hashlib.sha256(json.dumps(recipe, default=repr).encode()).hexdigest()[:12]
+
+
+def _check_same_recipe(spec: RunSpec, opts: Sequence[str]) -> None:
+    """Refuse a run folder that was trained with another recipe (its ``config.yaml``)."""
+    from pwlu_det.config import load_pwlu_config
+
+    saved = os.path.join(spec.output_dir, "config.yaml")
+    if not os.path.isfile(saved):
+        return
+    wanted = config_sha(load_pwlu_config(spec.config_file, [*opts, "SEED", str(spec.seed)]))
+    found = config_sha(load_pwlu_config(saved))
+    if wanted != found:
+        raise RuntimeError(
+            f"compare: {spec.output_dir} holds a run of another recipe (config fingerprint "
+            f"{found}, asked for {wanted} by {spec.config_file} and the overrides); it was "
+            "neither reused nor resumed. Delete that folder or pass another --work-dir."
+        )
 
 
 def _row(spec: RunSpec, opts: Sequence[str], resumed: bool) -> dict:
@@ -221,6 +260,7 @@ def compare_activations(
     for index, spec in enumerate(runs):
         head = f"[{index + 1}/{len(runs)}] {spec.label} seed {spec.seed}"
         left = len(runs) - index - 1
+        _check_same_recipe(spec, opts)
         if spec.finished:
             progress(f"{head}: finished earlier, reused ({spec.output_dir}); {left} runs left")
             rows.append(_row(spec, opts, resumed=False))

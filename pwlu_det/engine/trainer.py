@@ -5,6 +5,7 @@ Differences from ``DefaultTrainer``, each the smallest override that does it:
 - ``build_optimizer``: the PWLU learning-rate / weight-decay rules (:func:`build_pwlu_optimizer`);
 - ``build_hooks``: a :class:`PWLURealignHook` placed before the checkpointer, and a
   :class:`PWLUCurvesHook` (learned curves to TensorBoard at every checkpoint) before the writers;
+  with ``MODEL.PWLU.DYNAMICS_PERIOD > 0``, a :class:`PWLUDynamicsHook` before the realignment;
 - ``build_evaluator``: ``COCOEvaluator`` through pycocotools (the C++ fast path is not built);
 - multi-process training on CPU: Detectron2 v0.6 gives ``DistributedDataParallel`` a
   ``device_ids`` argument, which CPU modules reject; it is dropped for CPU models;
@@ -26,6 +27,7 @@ from detectron2.evaluation import COCOEvaluator
 
 from .checkpoint import AtomicDetectionCheckpointer
 from .curves_hook import PWLUCurvesHook
+from .dynamics_hook import PWLUDynamicsHook
 from .optimizer import build_pwlu_optimizer
 from .realign_hook import PWLURealignHook
 
@@ -104,6 +106,11 @@ class PWLUTrainer(DefaultTrainer):
         if self.cfg.MODEL.ACTIVATION.NAME == "PWLU":
             curves = PWLUCurvesHook(self.cfg.SOLVER.CHECKPOINT_PERIOD, self.cfg.OUTPUT_DIR)
             hook_list = insert_before(hook_list, curves, hooks.PeriodicWriter)
+        if self.cfg.MODEL.PWLU.DYNAMICS_PERIOD > 0:
+            # Before the realignment hook: a step's update must not include a realignment.
+            period = self.cfg.MODEL.PWLU.DYNAMICS_PERIOD
+            dynamics = PWLUDynamicsHook(self.model, period, self.cfg.OUTPUT_DIR)
+            hook_list = insert_before(hook_list, dynamics, PWLURealignHook)
         return hook_list
 
     @classmethod

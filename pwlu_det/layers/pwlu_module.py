@@ -2,11 +2,12 @@
 
 Phases (kept in the persistent buffer ``phase``, so a checkpoint says where training is):
 
-- ``INITIAL``: a plain PWLU with its current parameters (at construction: exactly ReLU).
-- ``STATISTICS`` (Phase I, :meth:`PWLU.start_statistics`): the output is exactly ReLU and, in
-  training mode, running statistics of the input are updated.
+- ``INITIAL``: a plain PWLU with its current parameters (at construction: its initial shape,
+  exactly ReLU by default).
+- ``STATISTICS`` (Phase I, :meth:`PWLU.start_statistics`): the output is exactly the initial
+  shape (ReLU or Swish) and, in training mode, running statistics of the input are updated.
 - ``TRAINING`` (Phase II, :meth:`PWLU.realign`): bounds moved to ``mean -/+ bound_std * std``,
-  heights and slopes reset to ReLU on the new grid, then a plain PWLU that trains.
+  heights and slopes reset to the initial shape on the new grid, then a plain PWLU that trains.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .pwlu_reference import pwlu_reference
 
 __all__ = [
     "PWLU",
+    "INIT_SHAPES",
     "RealignResult",
     "REALIGN_MODES",
     "trace_with_fused_op",
@@ -35,6 +37,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 REALIGN_MODES = ("paper", "function_preserving")
+#: Initial shapes: what a unit computes in Phase I and is reset to (interpolated on its grid)
+#: at the realignment. "relu" is the paper's; "swish" is x * sigmoid(x).
+INIT_SHAPES = {"relu": F.relu, "swish": F.silu}
 
 
 @dataclass
@@ -68,6 +73,9 @@ class PWLU(nn.Module):
         init_bound: bounds at construction, about ``-init_bound`` and ``+init_bound`` (snapped
             so that 0 is a breakpoint and the unit is exactly ReLU).
         min_width: smallest bound width a realignment gives (degenerate statistics).
+        init_shape: a key of :data:`INIT_SHAPES`: the function of Phase I, and the shape the
+            heights are set to at construction and realignment (``"relu"``: the paper's;
+            outer slopes 0 and 1 for both).
     """
 
     INITIAL, STATISTICS, TRAINING = 0, 1, 2
@@ -84,8 +92,13 @@ class PWLU(nn.Module):
         bound_std: float = 3.0,
         init_bound: float = 3.0,
         min_width: float = 1e-2,
+        init_shape: str = "relu",
     ):
         super().__init__()
+        if init_shape not in INIT_SHAPES:
+            raise ValueError(
+                f"PWLU: init_shape must be one of {tuple(INIT_SHAPES)}, got {init_shape!r}"
+            )
         if num_channels is not None and num_channels < 1:
             raise ValueError(f"PWLU: num_channels must be None or >= 1, got {num_channels}")
         if num_intervals < 1:
@@ -103,6 +116,7 @@ class PWLU(nn.Module):
         self.momentum = momentum
         self.bound_std = bound_std
         self.min_width = min_width
+        self.init_shape = init_shape
         shape = () if num_channels is None else (num_channels,)
         self.left_bound = nn.Parameter(torch.full(shape, -float(init_bound)))
         self.right_bound = nn.Parameter(torch.full(shape, float(init_bound)))
@@ -123,7 +137,7 @@ class PWLU(nn.Module):
             left, right = self._snap_to_zero_breakpoint(
                 self.left_bound.double(), self.right_bound.double()
             )
-            self._reset_to_relu(left.float(), right.float())
+            self._reset_to_shape(left.float(), right.float())
 
     # ---------------------------------------------------------------------------------------
     # Forward.
@@ -143,7 +157,9 @@ class PWLU(nn.Module):
 
     def forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         """The unit in plain ops (scriptable, exportable), as evaluated at inference."""
-        if self._phase == 1:  # STATISTICS: exactly ReLU
+        if self._phase == 1:  # STATISTICS: exactly the initial shape
+            if self.init_shape == "swish":
+                return F.silu(x)
             return torch.relu(x)
         if torch.jit.is_scripting():
             scale, shift, slope, intercept = inference_tables(
@@ -170,7 +186,7 @@ class PWLU(nn.Module):
         if self._phase == self.STATISTICS:
             if self.training:
                 self._update_statistics(x)
-            out = F.relu(x)
+            out = INIT_SHAPES[self.init_shape](x)
             if torch.is_grad_enabled() and self.heights.requires_grad:
                 # Zero gradients keep the parameters "used" for DistributedDataParallel.
                 out = out + 0.0 * sum(p.sum() for p in self._params()).to(out.dtype)
@@ -210,20 +226,22 @@ class PWLU(nn.Module):
 
     @torch.no_grad()
     def start_statistics(self) -> None:
-        """Enter Phase I: output exactly ReLU, collect input statistics in training mode."""
+        """Enter Phase I: output exactly the initial shape, collect input statistics in
+        training mode."""
         self.running_mean.zero_()
         self.running_std.fill_(1.0)
         self.num_batches_tracked.zero_()
         self._set_phase(self.STATISTICS)
 
-    def _reset_to_relu(self, left: torch.Tensor, right: torch.Tensor) -> None:
-        """Set bounds to (left, right), heights to ReLU at the breakpoints, slopes 0 and 1."""
+    def _reset_to_shape(self, left: torch.Tensor, right: torch.Tensor) -> None:
+        """Set bounds to (left, right), heights to the initial shape at the breakpoints, outer
+        slopes 0 and 1."""
         self.left_bound.copy_(left)
         self.right_bound.copy_(right)
         steps = torch.arange(self.num_intervals + 1, dtype=left.dtype, device=left.device)
         width = (right - left).unsqueeze(-1)
         breakpoints = left.unsqueeze(-1) + steps * (width / self.num_intervals)
-        self.heights.copy_(breakpoints.clamp(min=0))
+        self.heights.copy_(INIT_SHAPES[self.init_shape](breakpoints))
         self.left_slope.fill_(0.0)
         self.right_slope.fill_(1.0)
 
@@ -266,7 +284,8 @@ class PWLU(nn.Module):
 
     @torch.no_grad()
     def realign(self, mode: str = "paper", name: str = "") -> RealignResult:
-        """Enter Phase II: move the bounds to the statistics, reset to ReLU on the new grid.
+        """Enter Phase II: move the bounds to the statistics, reset to the initial shape on the
+        new grid.
 
         Parameters change in place (the optimizer keeps the same Parameter objects); clearing
         their optimizer state is the caller's job (see ``PWLURealignHook``).
@@ -275,7 +294,8 @@ class PWLU(nn.Module):
             mode: ``"paper"``: bounds exactly mean -/+ bound_std * std, ReLU interpolated on
                 the new grid (a small jump near 0 unless 0 falls on a breakpoint);
                 ``"function_preserving"``: the same width, shifted so that 0 is a breakpoint,
-                so the unit stays exactly ReLU.
+                so the unit stays exactly ReLU (``init_shape="relu"`` only: no grid keeps
+                Swish exact).
             name: used in log messages.
 
         Returns:
@@ -283,6 +303,11 @@ class PWLU(nn.Module):
         """
         if mode not in REALIGN_MODES:
             raise ValueError(f"PWLU.realign: mode must be one of {REALIGN_MODES}, got {mode!r}")
+        if mode == "function_preserving" and self.init_shape != "relu":
+            raise ValueError(
+                f"PWLU.realign: mode 'function_preserving' needs init_shape 'relu' (a piecewise "
+                f"linear unit cannot be exactly {self.init_shape!r}), got {self.init_shape!r}"
+            )
         name = name or self.__class__.__name__
         left, right, fallbacks = self._target_bounds(name)
         collected = (left, right)
@@ -290,7 +315,7 @@ class PWLU(nn.Module):
             left, right = self._snap_to_zero_breakpoint(left, right)
         before = self._function_snapshot()
         dtype = self.left_bound.dtype
-        self._reset_to_relu(left.to(dtype), right.to(dtype))
+        self._reset_to_shape(left.to(dtype), right.to(dtype))
         self._set_phase(self.TRAINING)
         jump = self._max_jump(before, *collected)
         return RealignResult(
@@ -301,14 +326,15 @@ class PWLU(nn.Module):
     # Function jump across a realignment.
 
     def _function_snapshot(self) -> tuple[torch.Tensor, ...] | None:
-        """The parameters of the function computed now (None: exactly ReLU, as in Phase I)."""
+        """The parameters of the function computed now (None: exactly the initial shape, as in
+        Phase I)."""
         if self._phase == self.STATISTICS:
             return None
         return tuple(p.detach().double().clone() for p in self._params())
 
     def _evaluate(self, snapshot: tuple[torch.Tensor, ...] | None, x: torch.Tensor) -> torch.Tensor:
         if snapshot is None:
-            return x.relu()
+            return INIT_SHAPES[self.init_shape](x)
         return pwlu_reference(x, *snapshot, channel_dim=1)
 
     def _max_jump(
@@ -352,7 +378,8 @@ class PWLU(nn.Module):
                 f"right in [{right.min().item():.3g}, {right.max().item():.3g}], "
                 f"mean width {width:.3g}"
             )
-        return f"N={self.num_intervals}, {granularity}, phase={phase[self._phase]}, {bounds}"
+        shape = "" if self.init_shape == "relu" else f", init_shape={self.init_shape}"
+        return f"N={self.num_intervals}, {granularity}{shape}, phase={phase[self._phase]}, {bounds}"
 
 
 @contextlib.contextmanager

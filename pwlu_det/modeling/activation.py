@@ -80,6 +80,7 @@ def activation_factory(cfg: CfgNode, part: str) -> Callable[..., nn.Module]:
         bound_std=p.BOUND_STD,
         init_bound=p.INIT_BOUND,
         min_width=p.MIN_WIDTH,
+        init_shape=p.INIT_SHAPE,
     )
 
 

@@ -1,0 +1,157 @@
+"""The options for making PWLU learn: the initial shape (MODEL.PWLU.INIT_SHAPE) and the
+learning-dynamics measurement (MODEL.PWLU.DYNAMICS_PERIOD, PWLUDynamicsHook)."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.utils.events import EventStorage
+from tiny_training import TinyTrainer, tiny_cfg
+from torch import nn
+
+from pwlu_det.config import default_pwlu_config, validate_pwlu_config
+from pwlu_det.engine.dynamics_hook import DYNAMICS_FILE, PWLUDynamicsHook, part_of
+from pwlu_det.engine.realign_hook import PWLURealignHook
+from pwlu_det.layers import PWLU
+from pwlu_det.modeling.activation import activation_factory
+
+
+def _breakpoints(unit: PWLU) -> torch.Tensor:
+    steps = torch.arange(unit.num_intervals + 1, dtype=torch.float64)
+    width = (unit.right_bound - unit.left_bound).double().unsqueeze(-1) / unit.num_intervals
+    return unit.left_bound.double().unsqueeze(-1) + steps * width
+
+
+@pytest.mark.parametrize("shape, function", [("relu", F.relu), ("swish", F.silu)])
+def test_phase_one_computes_the_initial_shape_and_realignment_resets_to_it(shape, function):
+    unit = PWLU(6, num_intervals=8, init_shape=shape)
+    x = 1.5 * torch.randn(4, 6, 5, 5) + 0.3
+    unit.start_statistics()
+    unit.train()
+    assert torch.equal(unit(x), function(x))
+    unit.realign("function_preserving" if shape == "relu" else "paper")
+    expected = function(_breakpoints(unit)).float()
+    torch.testing.assert_close(unit.heights.detach(), expected, rtol=0, atol=1e-6)
+    assert torch.all(unit.left_slope == 0) and torch.all(unit.right_slope == 1)
+    # Between breakpoints the unit interpolates the shape: exact for ReLU (0 a breakpoint).
+    gap = (unit(x) - function(x)).abs().max().item()
+    width = (unit.right_bound - unit.left_bound).max().item() / unit.num_intervals
+    # Linear interpolation error is at most d^2 / 8 * max|f"|, and max|silu"| = 1/2.
+    assert gap < 1e-5 if shape == "relu" else 1e-4 < gap <= width**2 / 16
+
+
+def test_swish_phase_one_survives_scripting():
+    unit = PWLU(3, num_intervals=4, init_shape="swish").eval()
+    unit.start_statistics()
+    x = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(torch.jit.script(unit)(x), F.silu(x))
+
+
+def test_bad_initial_shapes_are_refused():
+    with pytest.raises(ValueError, match="init_shape must be one of"):
+        PWLU(2, init_shape="gelu")
+    unit = PWLU(2, init_shape="swish")
+    unit.start_statistics()
+    with pytest.raises(ValueError, match="function_preserving.*init_shape 'relu'"):
+        unit.realign("function_preserving")
+    cfg = default_pwlu_config()
+    cfg.MODEL.PWLU.INIT_SHAPE = "swish"
+    validate_pwlu_config(cfg)
+    cfg.MODEL.PWLU.REALIGN_MODE = "function_preserving"
+    with pytest.raises(ValueError, match="MODEL.PWLU.INIT_SHAPE = 'swish' is invalid"):
+        validate_pwlu_config(cfg)
+
+
+def test_factory_passes_the_initial_shape_and_relu_stays_the_default():
+    cfg = default_pwlu_config()
+    assert activation_factory(cfg, "backbone")(4).init_shape == "relu"
+    cfg.MODEL.PWLU.INIT_SHAPE = "swish"
+    assert activation_factory(cfg, "head")(4).init_shape == "swish"
+
+
+@pytest.mark.parametrize(
+    "name, part",
+    [
+        ("backbone.bottom_up.stem.act", "stem"),
+        ("backbone.bottom_up.res4.1.act2", "res4"),
+        ("backbone.fpn_lateral3", "fpn"),
+        ("proposal_generator.rpn_head.conv.activation", "rpn_head"),
+        ("module.roi_heads.box_head.fc_relu1", "box_head"),
+        ("roi_heads.mask_head.deconv_relu", "mask_head"),
+        ("roi_heads.box_predictor.cls_score", None),
+    ],
+)
+def test_parts_are_read_from_module_names(name, part):
+    assert part_of(name) == part
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.act = PWLU(3, num_intervals=4)
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.res3 = _Block()
+        self.box_head = nn.Sequential(nn.Linear(3, 5), PWLU(None, num_intervals=4))
+
+    def forward(self, x):
+        y = self.res3.act(self.res3.conv(x))
+        return self.box_head(y.mean(dim=(2, 3))).sum()
+
+
+def test_dynamics_hook_measures_gradients_updates_and_elements(tmp_path):
+    net = _Net()
+    units = (net.res3.act, net.box_head[1])
+    for unit in units:
+        unit.start_statistics()
+    net(torch.randn(2, 2, 4, 4))  # Phase I statistics
+    for unit in units:
+        unit.realign()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    hook = PWLUDynamicsHook(net, period=2, output_dir=str(tmp_path))
+    with EventStorage() as storage:
+        hook.trainer = SimpleNamespace(iter=0, storage=storage)
+        for it in range(3):
+            hook.trainer.iter = it
+            storage.iter = it
+            hook.before_step()
+            optimizer.zero_grad()
+            net(torch.randn(2, 2, 4, 4)).backward()
+            before = net.res3.act.heights.detach().clone()
+            optimizer.step()
+            hook.after_step()
+            if it == 2:
+                grad = net.res3.act.heights.grad
+                delta = net.res3.act.heights.detach() - before
+    lines = [json.loads(line) for line in (tmp_path / DYNAMICS_FILE).read_text().splitlines()]
+    assert [r["iteration"] for r in lines] == [0, 2]  # the period
+    last = lines[-1]
+    assert last["dynamics/res3/heights/grad_rms"] == pytest.approx(
+        grad.norm().item() / math.sqrt(grad.numel()), rel=1e-6
+    )
+    assert last["dynamics/res3/heights/rel_update"] == pytest.approx(
+        delta.norm().item() / before.norm().item(), rel=1e-5
+    )
+    assert last["dynamics/res3/conv/rel_update"] > 0
+    assert last["dynamics/res3/elements_per_unit"] == 2 * 4 * 4  # batch x H x W per channel
+    assert last["dynamics/box_head/elements_per_unit"] == 2 * 5  # layer-wise: every element
+    assert last["dynamics/res3/shape_gap"] > 0  # two SGD steps moved the heights off ReLU
+    assert "dynamics/res3/heights/grad_rms" in storage.latest()
+
+
+def test_dynamics_hook_only_when_asked_and_before_the_realignment(tmp_path):
+    assert not any(
+        isinstance(h, PWLUDynamicsHook) for h in TinyTrainer(tiny_cfg(str(tmp_path)))._hooks
+    )
+    kinds = [type(h) for h in TinyTrainer(tiny_cfg(str(tmp_path), DYNAMICS_PERIOD=5))._hooks]
+    assert kinds.index(PWLUDynamicsHook) < kinds.index(PWLURealignHook)
+    with pytest.raises(ValueError, match="period must be >= 1"):
+        PWLUDynamicsHook(_Net(), 0, str(tmp_path))
