@@ -155,3 +155,28 @@ def test_dynamics_hook_only_when_asked_and_before_the_realignment(tmp_path):
     assert kinds.index(PWLUDynamicsHook) < kinds.index(PWLURealignHook)
     with pytest.raises(ValueError, match="period must be >= 1"):
         PWLUDynamicsHook(_Net(), 0, str(tmp_path))
+
+
+def test_bounds_pushed_past_each_other_are_widened_about_their_midpoint():
+    unit = PWLU(3, num_intervals=4, min_width=0.1)
+    with torch.no_grad():
+        unit.left_bound.copy_(torch.tensor([-1.0, 2.6, 0.5]))
+        unit.right_bound.copy_(torch.tensor([1.0, 2.5, float("nan")]))
+    unit.keep_min_width()
+    torch.testing.assert_close(unit.left_bound.detach()[:2], torch.tensor([-1.0, 2.5]))
+    torch.testing.assert_close(unit.right_bound.detach()[:2], torch.tensor([1.0, 2.6]))
+    assert torch.isnan(unit.left_bound[2])  # NaN stays NaN: a diverged run is not hidden
+
+
+def test_the_realignment_hook_keeps_training_units_valid_after_each_step(tmp_path):
+    trainer = TinyTrainer(tiny_cfg(str(tmp_path), max_iter=3, statistics_iters=1))
+    unit = trainer.model.act1
+    hook = next(h for h in trainer._hooks if isinstance(h, PWLURealignHook))
+    trainer.iter = 0
+    hook.after_step()  # the realignment
+    with torch.no_grad():
+        unit.right_bound.copy_(unit.left_bound - 1.0)  # as a diverging step could
+    trainer.iter = 1
+    hook.after_step()
+    width = unit.right_bound - unit.left_bound
+    assert torch.all(width >= unit.min_width * (1 - 1e-6))

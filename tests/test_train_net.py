@@ -105,17 +105,17 @@ def test_train_evaluate_eval_only_and_resume(tiny_shapes, tmp_path):
         for key, value in results[task].items():
             assert again[task][key] == value or (math.isnan(value) and math.isnan(again[task][key]))
 
-    # The trained checkpoint exports to ONNX and matches PyTorch (onnxruntime).
-    # Threshold 0: the GN mask head of a 16-iteration model must see detections (onnxruntime's
-    # GroupNorm reshape fails on an empty RoI batch).
-    model, _ = load_model_for_export(
-        CONFIG, ["MODEL.WEIGHTS", weights, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
-    )
+    # The trained checkpoint exports to ONNX and matches PyTorch (onnxruntime), with
+    # detections (threshold 0) and without any (threshold 1: the GN mask head gets no RoI).
     image = torch.as_tensor(
         cv2.imread(str(next((tiny_shapes / "shapes_tiny_val").iterdir()))).transpose(2, 0, 1).copy()
     )
-    exported = export_model(model, image, str(tmp_path / "export"), "onnx", "tracing")
-    assert Path(exported.path).is_file()
+    for threshold, detected in (("0.0", True), ("1.0", False)):
+        model, _ = load_model_for_export(
+            CONFIG, ["MODEL.WEIGHTS", weights, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", threshold]
+        )
+        exported = export_model(model, image, str(tmp_path / f"export{threshold}"), "onnx")
+        assert Path(exported.path).is_file() and (exported.num_detections > 0) == detected
 
     # A fresh run into the same folder is refused; --resume continues at iteration 16.
     with pytest.raises(FileExistsError, match="--resume"):

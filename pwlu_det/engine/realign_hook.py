@@ -34,7 +34,8 @@ class PWLURealignHook(HookBase):
     of the realignment iteration holds the realigned parameters. Phase and statistics live in
     the modules' buffers, so resuming before, at or after the realignment continues exactly.
     Frozen PWLUs (parameters without ``requires_grad``, e.g. under ``FREEZE_AT``) are left in
-    their initial, exactly-ReLU state.
+    their initial, exactly-ReLU state. After every step, each training unit's bounds are kept at
+    least ``min_width`` apart (:meth:`PWLU.keep_min_width`).
 
     Args:
         model: the model (or its DDP wrapper) holding the PWLUs.
@@ -87,6 +88,9 @@ class PWLURealignHook(HookBase):
     def after_step(self) -> None:
         if self.trainer.iter + 1 == self._statistics_iters:
             self.realign()
+        for _, module in trainable_pwlus(self._model):
+            if module._phase != PWLU.STATISTICS:
+                module.keep_min_width()
 
     @torch.no_grad()
     def realign(self) -> None:

@@ -16,6 +16,7 @@ the tolerance raises :class:`ExportMismatchError`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from torch import nn
 
 from pwlu_det.engine.checkpoint import atomic_write
 from pwlu_det.layers.pwlu_module import trace_with_fused_op, use_inference_form
+
+from .empty_rois import empty_safe_mask_head
 
 __all__ = ["EXPORT_FORMATS", "ExportMismatchError", "ExportResult", "export_model"]
 
@@ -179,7 +182,9 @@ def _export_traced(model, image, fmt, path, pwlu_op) -> tuple[dict[str, float], 
     # Traced in the inference form, with its tables frozen: they enter the graph as constants
     # (or with the fused op, whose arithmetic the PyTorch reference then uses too).
     pwlu_form = use_inference_form if pwlu_op == "standard" else trace_with_fused_op
-    with torch.no_grad(), pwlu_form(model):
+    # ONNX: a graph that also runs when no RoI reaches the mask head.
+    rois = empty_safe_mask_head if fmt == "onnx" else contextlib.nullcontext
+    with torch.no_grad(), pwlu_form(model), rois(model):
         flat = adapter(image)  # the first call also sets adapter.outputs_schema
         reference = _flatten_instances(adapter.outputs_schema(flat)[0]["instances"])
         if fmt == "torchscript":

@@ -322,6 +322,17 @@ class PWLU(nn.Module):
             self.left_bound.detach().clone(), self.right_bound.detach().clone(), jump, fallbacks
         )
 
+    @torch.no_grad()
+    def keep_min_width(self) -> None:
+        """Keep ``right_bound - left_bound >= min_width`` after an optimizer step, which can push
+        the bounds together or past each other (then the unit is no function at all): such a
+        pair is widened to ``min_width`` about its midpoint. No host sync.
+        """
+        narrow = ~(self.right_bound - self.left_bound >= self.min_width)  # NaN counts too
+        mid = (self.left_bound + self.right_bound) / 2
+        self.left_bound.copy_(torch.where(narrow, mid - self.min_width / 2, self.left_bound))
+        self.right_bound.copy_(torch.where(narrow, mid + self.min_width / 2, self.right_bound))
+
     # ---------------------------------------------------------------------------------------
     # Function jump across a realignment.
 
