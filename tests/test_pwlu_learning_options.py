@@ -180,3 +180,31 @@ def test_the_realignment_hook_keeps_training_units_valid_after_each_step(tmp_pat
     hook.after_step()
     width = unit.right_bound - unit.left_bound
     assert torch.all(width >= unit.min_width * (1 - 1e-6))
+
+
+def test_dynamics_table_takes_the_last_record_of_each_iteration_and_splits_the_phases(
+    tmp_path, capsys
+):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "pwlu_dynamics.py"
+    spec = importlib.util.spec_from_file_location("pwlu_dynamics_tool", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = default_pwlu_config()
+    cfg.MODEL.PWLU.STATISTICS_ITERS = 4
+    (tmp_path / "config.yaml").write_text(cfg.dump())
+    key = "dynamics/res3/heights/rel_update"
+    lines = [{"iteration": 0, key: 0.0}, {"iteration": 4, key: 9.0},
+             {"iteration": 4, key: 1.0}, {"iteration": 8, key: 3.0}]  # fmt: skip
+    (tmp_path / DYNAMICS_FILE).write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    records = tool.read_records(str(tmp_path))
+    assert [r[key] for r in records] == [0.0, 1.0, 3.0]  # a resumed run's repeat: the last
+    (row,) = tool.summarise(records, 4, 9)
+    assert row[0] == "res3" and row[4] == 2.0  # median of 1 and 3
+    tool.main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "Phase I, iterations [0, 4)" in out and "Phase II, iterations [4, 9)" in out
+    with pytest.raises(SystemExit):
+        tool.main([str(tmp_path / "missing")])

@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     headers = ["part", *(name for name, _ in COLUMNS), "shape gap (last)"]
     for output_dir in args.output_dirs:
-        records = read_records(output_dir)
+        try:
+            records = read_records(output_dir)
+        except FileNotFoundError as error:
+            parser.error(str(error))
         cfg = load_pwlu_config(os.path.join(output_dir, "config.yaml"))
         split = cfg.MODEL.PWLU.STATISTICS_ITERS
         end = records[-1]["iteration"] + 1 if records else 0
