@@ -52,7 +52,8 @@ def add_pwlu_config(cfg: CN) -> None:
     # Learning rate of PWLU parameters = SOLVER.BASE_LR * LR_FACTOR.
     cfg.MODEL.PWLU.LR_FACTOR = 1.0
     # Every DYNAMICS_PERIOD iterations, write gradient and update sizes of the PWLU parameters
-    # and of the conv weights beside them to metrics.json (PWLUDynamicsHook); 0: off.
+    # and of the conv weights beside them to OUTPUT_DIR/pwlu_dynamics.json and TensorBoard
+    # (PWLUDynamicsHook; tabulated by tools/pwlu_dynamics.py); 0: off.
     cfg.MODEL.PWLU.DYNAMICS_PERIOD = 0
 
 

@@ -140,8 +140,7 @@ class PWLUDynamicsHook(HookBase):
             width = (unit.right_bound - unit.left_bound).double() / unit.num_intervals
             delta = (unit.heights - self._before[id(unit.heights)]).double().abs()
             updates.append((delta.mean(-1) / width).reshape(-1))
-            steps = torch.arange(unit.num_intervals + 1, dtype=torch.float64)
-            breakpoints = unit.left_bound.double().unsqueeze(-1) + steps * width.unsqueeze(-1)
+            breakpoints = unit.breakpoints(unit.left_bound.double(), unit.right_bound.double())
             shape = INIT_SHAPES[unit.init_shape](breakpoints)
             gap = (unit.heights.double() - shape).abs().amax(-1) / width
             gaps.append(gap.reshape(-1))

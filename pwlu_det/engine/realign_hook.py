@@ -53,14 +53,21 @@ class PWLURealignHook(HookBase):
         self._model = model
         self._statistics_iters = statistics_iters
         self._mode = mode
+        self._trainable: list[tuple[str, PWLU]] | None = None
+
+    def _trainable_units(self) -> list[tuple[str, PWLU]]:
+        # Found once: after_step visits them every iteration, without walking the model again.
+        if self._trainable is None:
+            self._trainable = trainable_pwlus(self._model)
+        return self._trainable
 
     def _units(self, phase: int) -> list[tuple[str, PWLU]]:
-        return [(n, m) for n, m in trainable_pwlus(self._model) if m._phase == phase]
+        return [(n, m) for n, m in self._trainable_units() if m._phase == phase]
 
     def before_train(self) -> None:
         if self._statistics_iters == 0:
             return
-        units = trainable_pwlus(self._model)
+        units = self._trainable_units()
         if not units:
             logger.warning("PWLURealignHook: the model has no trainable PWLU; nothing to do")
             return
@@ -88,7 +95,7 @@ class PWLURealignHook(HookBase):
     def after_step(self) -> None:
         if self.trainer.iter + 1 == self._statistics_iters:
             self.realign()
-        for _, module in trainable_pwlus(self._model):
+        for _, module in self._trainable_units():
             if module._phase != PWLU.STATISTICS:
                 module.keep_min_width()
 

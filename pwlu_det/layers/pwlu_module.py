@@ -233,15 +233,22 @@ class PWLU(nn.Module):
         self.num_batches_tracked.zero_()
         self._set_phase(self.STATISTICS)
 
+    def breakpoints(
+        self, left: torch.Tensor | None = None, right: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The N + 1 breakpoints ``B_L + i * (B_R - B_L) / N`` of the bounds ``left``, ``right``
+        (default: the unit's own, detached), in a new last dimension."""
+        if left is None or right is None:
+            left, right = self.left_bound.detach(), self.right_bound.detach()
+        steps = torch.arange(self.num_intervals + 1, dtype=left.dtype, device=left.device)
+        return left.unsqueeze(-1) + steps * ((right - left).unsqueeze(-1) / self.num_intervals)
+
     def _reset_to_shape(self, left: torch.Tensor, right: torch.Tensor) -> None:
         """Set bounds to (left, right), heights to the initial shape at the breakpoints, outer
         slopes 0 and 1."""
         self.left_bound.copy_(left)
         self.right_bound.copy_(right)
-        steps = torch.arange(self.num_intervals + 1, dtype=left.dtype, device=left.device)
-        width = (right - left).unsqueeze(-1)
-        breakpoints = left.unsqueeze(-1) + steps * (width / self.num_intervals)
-        self.heights.copy_(INIT_SHAPES[self.init_shape](breakpoints))
+        self.heights.copy_(INIT_SHAPES[self.init_shape](self.breakpoints(left, right)))
         self.left_slope.fill_(0.0)
         self.right_slope.fill_(1.0)
 
@@ -358,9 +365,7 @@ class PWLU(nn.Module):
         probes = [low.reshape(units, 1), high.reshape(units, 1), torch.zeros(units, 1).double()]
         for params in (before, after):
             if params is not None:
-                left, right = params[0].reshape(units, 1), params[1].reshape(units, 1)
-                steps = torch.arange(self.num_intervals + 1, dtype=torch.float64)
-                probes.append(left + steps * ((right - left) / self.num_intervals))
+                probes.append(self.breakpoints(params[0].reshape(units), params[1].reshape(units)))
         x = torch.cat(probes, dim=1)
         x = torch.minimum(torch.maximum(x, low.reshape(units, 1)), high.reshape(units, 1))
         x = x.t().contiguous()  # (probes, units): units in dim 1 for channel-wise parameters
