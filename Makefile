@@ -1,11 +1,15 @@
 # pwlu_det: every target sets up .venv/ first (idempotent; fast when already done).
 PYTHON ?= python3
-VENV_PY := .venv/bin/python
+# The environment, and the Detectron2 source set up in it: a source tree or .tar.gz of one, or
+# v0.6 (the tested release, the default of a new environment); unset keeps what VENV has.
+VENV ?= .venv
+DETECTRON2_SRC ?=
+VENV_PY := $(VENV)/bin/python
 
 .PHONY: setup test demo compare lint clean gpu-check
 
 setup:
-	@$(PYTHON) tools/setup_env.py
+	@$(PYTHON) tools/setup_env.py --venv "$(VENV)" $(if $(DETECTRON2_SRC),--detectron2-src "$(DETECTRON2_SRC)")
 
 test: setup
 	$(VENV_PY) -m pytest
@@ -32,4 +36,4 @@ lint: setup
 	$(VENV_PY) -m ruff format --check .
 
 clean:
-	rm -rf .venv build *.egg-info pwlu_det/*.so
+	rm -rf .venv .venv-d2main $(VENV) build *.egg-info pwlu_det/*.so

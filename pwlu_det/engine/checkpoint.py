@@ -11,6 +11,7 @@ from typing import IO, Any
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
+from detectron2.layers import FrozenBatchNorm2d
 from fvcore.common.checkpoint import _strip_prefix_if_present
 from torch import nn
 
@@ -36,6 +37,20 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _unused_counters(model: nn.Module) -> set[str]:
+    """State-dict keys of ``FrozenBatchNorm2d.num_batches_tracked``, which nothing reads.
+
+    Detectron2 main's ``convert_frozen_batchnorm`` keeps a BatchNorm's counter as a buffer of the
+    frozen layer; v0.6 drops it, so v0.6 checkpoints lack the key.
+    """
+    return {
+        f"{name}.num_batches_tracked"
+        for name, module in model.named_modules()
+        if isinstance(module, FrozenBatchNorm2d)
+        and getattr(module, "num_batches_tracked", None) is not None
+    }
 
 
 class AtomicDetectionCheckpointer(DetectionCheckpointer):
@@ -77,6 +92,20 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         self.complete = complete
         self._loading = "the checkpoint"
 
+    def load(self, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """As ``DetectionCheckpointer.load``, with a fresh per-load state even after a refusal.
+
+        Detectron2 main keeps the URL being loaded in ``_parsed_url_during_load`` and asserts
+        that it is empty at the start of the next ``load()``; a refused (raising) load left it
+        set, so the checkpointer could not be used again.
+        """
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._loading = "the checkpoint"
+            if hasattr(self, "_parsed_url_during_load"):  # Detectron2 main
+                self._parsed_url_during_load = None
+
     def _load_file(self, filename: str) -> dict[str, Any]:
         self._loading = filename
         return super()._load_file(filename)
@@ -86,7 +115,9 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             self._align_and_check(checkpoint)
         incompatible = super()._load_model(checkpoint)
         if self.complete:
-            check_checkpoint_complete(incompatible.missing_keys, source=self._loading)
+            unused = _unused_counters(self.model)
+            missing = [k for k in incompatible.missing_keys if k not in unused]
+            check_checkpoint_complete(missing, source=self._loading)
         return incompatible
 
     def _align_and_check(self, checkpoint: dict[str, Any]) -> None:

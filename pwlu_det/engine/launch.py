@@ -1,6 +1,8 @@
 """``launch``: Detectron2's multi-process launcher, extended to CPU-only machines (gloo).
 
 Detectron2 v0.6's ``launch`` requires CUDA and NCCL; with CUDA available this delegates to it.
+(Detectron2 main's ``launch`` falls back to gloo on CPU, but starts every process with one thread
+per core; this launcher shares the cores between them, on both versions.)
 """
 
 from __future__ import annotations
@@ -90,10 +92,14 @@ def _cpu_worker(
     dist.init_process_group(
         "gloo", init_method=dist_url, world_size=world_size, rank=rank, timeout=timeout
     )
-    for machine in range(world_size // per_machine):
-        group = dist.new_group(list(range(machine * per_machine, (machine + 1) * per_machine)))
-        if machine == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = group
+    if hasattr(comm, "create_local_process_group"):  # Detectron2 main
+        comm.create_local_process_group(per_machine)
+    else:  # v0.6: its launch sets the (private) group itself
+        for machine in range(world_size // per_machine):
+            ranks = list(range(machine * per_machine, (machine + 1) * per_machine))
+            group = dist.new_group(ranks)
+            if machine == machine_rank:
+                comm._LOCAL_PROCESS_GROUP = group
     comm.synchronize()
     try:
         main_func(*args)

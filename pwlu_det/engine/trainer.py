@@ -6,11 +6,16 @@ Differences from ``DefaultTrainer``, each the smallest override that does it:
 - ``build_hooks``: a :class:`PWLURealignHook` placed before the checkpointer, and a
   :class:`PWLUCurvesHook` (learned curves to TensorBoard at every checkpoint) before the writers;
   with ``MODEL.PWLU.DYNAMICS_PERIOD > 0``, a :class:`PWLUDynamicsHook` before the realignment;
-- ``build_evaluator``: ``COCOEvaluator`` through pycocotools (the C++ fast path is not built);
+- ``build_evaluator``: ``COCOEvaluator`` with Detectron2's fast C++ COCO evaluation where
+  ``detectron2._C`` is built (a Detectron2 set up from source), through pycocotools otherwise
+  (the v0.6 set-up does not build it);
 - multi-process training on CPU: Detectron2 v0.6 gives ``DistributedDataParallel`` a
   ``device_ids`` argument, which CPU modules reject; it is dropped for CPU models;
 - resume: v0.6's ``DefaultTrainer`` checkpoints neither the optimizer state (momentum) nor the
-  AMP grad scaler, so a resumed run diverged from an uninterrupted one; they are saved here;
+  AMP grad scaler, so a resumed run diverged from an uninterrupted one; they are saved here
+  (Detectron2 main saves them itself, as ``_trainer`` too: then its copy is the only one);
+- ``build_train_loader``: with ``SEED < 0`` the data order is random, as in v0.6 (Detectron2
+  main seeds its training sampler with ``cfg.SEED`` itself, so ``-1`` gave one fixed order);
 - checkpoints are written atomically (:class:`AtomicDetectionCheckpointer`).
 """
 
@@ -21,7 +26,7 @@ import logging
 import os
 import weakref
 
-from detectron2.engine import DefaultTrainer, hooks
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator
 
@@ -31,7 +36,12 @@ from .dynamics_hook import PWLUDynamicsHook
 from .optimizer import build_pwlu_optimizer
 from .realign_hook import PWLURealignHook
 
-__all__ = ["PWLUTrainer", "insert_before", "insert_before_checkpointer"]
+__all__ = [
+    "PWLUTrainer",
+    "fast_coco_eval_available",
+    "insert_before",
+    "insert_before_checkpointer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +66,9 @@ def _create_ddp_model_cpu_aware(model, **kwargs):
 
 
 _D2_CREATE_DDP_MODEL = d2_defaults.create_ddp_model
+# Detectron2 main's DefaultTrainer saves and loads SimpleTrainer's state (optimizer, grad
+# scaler) as "_trainer" itself; v0.6's does not. Detected by feature: both report version 0.6.
+_D2_TRAINER_SAVES_ITS_STATE = "state_dict" in vars(DefaultTrainer)
 
 
 @contextlib.contextmanager
@@ -76,18 +89,30 @@ class PWLUTrainer(DefaultTrainer):
 
     def state_dict(self) -> dict:
         state = super().state_dict()
-        state["_trainer"] = self._trainer.state_dict()  # optimizer (and grad scaler)
+        if "_trainer" not in state:  # Detectron2 v0.6 (main saves it itself)
+            state["_trainer"] = self._trainer.state_dict()  # optimizer (and grad scaler)
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict(state_dict)
-        if "_trainer" in state_dict:
-            self._trainer.load_state_dict(state_dict["_trainer"])
-        else:
+        if "_trainer" not in state_dict:
             logger.warning(
-                "The checkpoint has no optimizer state (written by Detectron2's "
+                "The checkpoint has no optimizer state (written by Detectron2 v0.6's "
                 "DefaultTrainer?): momentum restarts from zero"
             )
+            # TrainerBase's part only: main's DefaultTrainer would require "_trainer".
+            TrainerBase.load_state_dict(self, state_dict)
+            return
+        super().load_state_dict(state_dict)
+        if not _D2_TRAINER_SAVES_ITS_STATE:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        if cfg.SEED < 0:  # "random": the sampler must not get -1 as its seed (main passes it)
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.SEED = None
+        return super().build_train_loader(cfg)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -116,4 +141,15 @@ class PWLUTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
-        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+        return COCOEvaluator(
+            dataset_name, output_dir=output_folder, use_fast_impl=fast_coco_eval_available()
+        )
+
+
+def fast_coco_eval_available() -> bool:
+    """Whether Detectron2's C++ COCO evaluation (``detectron2._C``) is built."""
+    try:
+        from detectron2 import _C
+    except ImportError:
+        return False
+    return hasattr(_C, "COCOevalEvaluateImages")

@@ -25,8 +25,7 @@ import torch
 from detectron2.export import TracingAdapter, scripting_with_instances
 from detectron2.modeling import GeneralizedRCNN
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes
-from detectron2.utils.testing import convert_scripted_instances
+from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from pwlu_det.engine.checkpoint import atomic_write
@@ -206,6 +205,16 @@ def _export_traced(model, image, fmt, path, pwlu_op) -> tuple[dict[str, float], 
     return diffs, len(reference["scores"])
 
 
+def _eager_instances(scripted) -> Instances:
+    """A scripted model's ``Instances`` as an eager one, with the fields the script set.
+
+    (``detectron2.utils.testing`` has this too, but importing it imports the model zoo, whose
+    ``pkg_resources`` is gone from current setuptools on Detectron2 main.)
+    """
+    fields = {name: getattr(scripted, "_" + name) for name in scripted._field_names}
+    return Instances(scripted.image_size, **{k: v for k, v in fields.items() if v is not None})
+
+
 def _export_scripted(model, image, path) -> tuple[dict[str, float], int]:
     inputs = [{"image": image}]
     rcnn = isinstance(model, GeneralizedRCNN)
@@ -224,7 +233,7 @@ def _export_scripted(model, image, path) -> tuple[dict[str, float], int]:
         else:
             # A scripted RetinaNet returns its raw results; eager mode post-processes them
             # (clipping, and dropping empty boxes): do the same before comparing.
-            raw = convert_scripted_instances(loaded(inputs)[0])
+            raw = _eager_instances(loaded(inputs)[0])
             result = detector_postprocess(raw, image.shape[1], image.shape[2])
     actual = {
         "boxes": result.pred_boxes.tensor,
