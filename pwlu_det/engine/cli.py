@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
@@ -27,7 +28,17 @@ from .checkpoint import AtomicDetectionCheckpointer, atomic_write
 from .launch import launch
 from .trainer import PWLUTrainer
 
-__all__ = ["FINAL_RESULTS", "argument_parser", "main", "run", "setup"]
+__all__ = [
+    "FINAL_RESULTS",
+    "argument_parser",
+    "launch_from_command_line",
+    "main",
+    "prepare_datasets",
+    "refuse_to_overwrite",
+    "run",
+    "setup",
+    "write_final_results",
+]
 
 #: File in OUTPUT_DIR with the evaluation results of a finished training run (main process).
 FINAL_RESULTS = "final_results.json"
@@ -60,23 +71,38 @@ def setup(args: argparse.Namespace) -> CfgNode:
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="pwlu_det")
-    names = [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]
+    prepare_datasets(cfg.DATASETS.TRAIN, cfg.DATASETS.TEST, args.eval_only)
+    return cfg
+
+
+def prepare_datasets(train: Sequence[str], test: Sequence[str], eval_only: bool) -> None:
+    """Register (generating it once, on the main process) the shapes dataset if a split is
+    named, then check that the files of the datasets the run needs exist.
+
+    Raises:
+        FileNotFoundError: a dataset's files are missing (the message says how to get them).
+    """
+    names = [*train, *test]
     if any(name in SHAPES_SPLITS for name in names):
         if comm.is_main_process():
             register_shapes_datasets(generate=True)
         comm.synchronize()
         register_shapes_datasets(generate=False)
-    check_dataset_files(cfg.DATASETS.TEST if args.eval_only else names)
-    return cfg
+    check_dataset_files(list(test) if eval_only else names)
 
 
-def _refuse_to_overwrite(cfg: CfgNode, resume: bool) -> None:
-    checkpointer = DetectionCheckpointer(None, cfg.OUTPUT_DIR)
+def refuse_to_overwrite(output_dir: str, resume: bool, setting: str = "OUTPUT_DIR") -> None:
+    """Raise unless ``resume`` when ``output_dir`` already holds a training run.
+
+    Raises:
+        FileExistsError: naming the last checkpoint, ``--resume`` and ``setting``.
+    """
+    checkpointer = DetectionCheckpointer(None, output_dir)
     if not resume and checkpointer.has_checkpoint():
         raise FileExistsError(
-            f"{cfg.OUTPUT_DIR} already holds a training run (last checkpoint: "
+            f"{output_dir} already holds a training run (last checkpoint: "
             f"{checkpointer.get_checkpoint_file()}); pass --resume to continue it, or set "
-            "OUTPUT_DIR to another folder. Nothing was overwritten."
+            f"{setting} to another folder. Nothing was overwritten."
         )
 
 
@@ -93,7 +119,7 @@ def main(args: argparse.Namespace) -> dict:
         if comm.is_main_process():
             verify_results(cfg, results)
         return results
-    _refuse_to_overwrite(cfg, args.resume)
+    refuse_to_overwrite(cfg.OUTPUT_DIR, args.resume)
     trainer = PWLUTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     if trainer.start_iter >= trainer.max_iter:
@@ -107,13 +133,14 @@ def main(args: argparse.Namespace) -> dict:
         trainer.train()
         results = getattr(trainer, "_last_eval_results", {}) or {}
     if comm.is_main_process():
-        _write_final_results(cfg, results)
+        write_final_results(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER, results)
     return results
 
 
-def _write_final_results(cfg: CfgNode, results: dict) -> None:
-    payload = {"iterations": cfg.SOLVER.MAX_ITER, "results": results}
-    path = os.path.join(cfg.OUTPUT_DIR, FINAL_RESULTS)
+def write_final_results(output_dir: str, iterations: int, results: dict) -> None:
+    """Write :data:`FINAL_RESULTS` (the iterations trained and the evaluation results)."""
+    payload = {"iterations": iterations, "results": results}
+    path = os.path.join(output_dir, FINAL_RESULTS)
     atomic_write(path, lambda f: f.write(json.dumps(payload, indent=1).encode()))
 
 
@@ -122,19 +149,26 @@ def output_dir_of(args: argparse.Namespace) -> str:
     return os.path.abspath(load_pwlu_config(args.config_file, args.opts).OUTPUT_DIR)
 
 
-def run(argv: list[str] | None = None) -> None:
-    """``tools/train_net.py``: parse Detectron2's command line, launch :func:`main` in
-    ``--num-gpus`` processes per machine."""
-    args = argument_parser().parse_args(argv)
+def launch_from_command_line(
+    main_func, parser: argparse.ArgumentParser, argv: list[str] | None = None
+) -> None:
+    """Parse Detectron2's command line and run ``main_func(args)`` in ``--num-gpus``
+    processes per machine (``--num-machines``, ``--machine-rank``, ``--dist-url``)."""
+    args = parser.parse_args(argv)
     print("Command Line Args:", args)
     launch(
-        main,
+        main_func,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
     )
+
+
+def run(argv: list[str] | None = None) -> None:
+    """``tools/train_net.py``: :func:`main` from the command line."""
+    launch_from_command_line(main, argument_parser(), argv)
 
 
 if __name__ == "__main__":  # python -m pwlu_det.engine.cli: the same as tools/train_net.py

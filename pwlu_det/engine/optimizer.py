@@ -10,12 +10,14 @@ from torch import nn
 
 from pwlu_det.layers.pwlu_module import PWLU
 
-__all__ = ["build_pwlu_optimizer"]
+__all__ = ["build_pwlu_optimizer", "pwlu_param_overrides"]
 
 
-def build_pwlu_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD as Detectron2's ``build_optimizer``, with PWLU parameters at
-    ``BASE_LR * MODEL.PWLU.LR_FACTOR`` and weight decay ``MODEL.PWLU.WEIGHT_DECAY``.
+def pwlu_param_overrides(model: nn.Module, base_lr: float, cfg: CfgNode) -> dict[str, dict]:
+    """The ``overrides`` of ``get_default_optimizer_params`` that apply the PWLU rules.
+
+    PWLU parameters get ``base_lr * MODEL.PWLU.LR_FACTOR`` and ``MODEL.PWLU.WEIGHT_DECAY``.
+    The yacs path (:func:`build_pwlu_optimizer`) and the lazy one both use this.
 
     Raises:
         ValueError: a non-PWLU module has a parameter named like a PWLU parameter (the rules
@@ -33,17 +35,24 @@ def build_pwlu_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimize
             f"build_pwlu_optimizer: non-PWLU parameters {sorted(clashes)} share names with PWLU "
             "parameters, so the PWLU rules would apply to them too; rename them"
         )
-    pwlu_rules = {
-        "lr": cfg.SOLVER.BASE_LR * cfg.MODEL.PWLU.LR_FACTOR,
-        "weight_decay": cfg.MODEL.PWLU.WEIGHT_DECAY,
-    }
+    rules = {"lr": base_lr * cfg.MODEL.PWLU.LR_FACTOR, "weight_decay": cfg.MODEL.PWLU.WEIGHT_DECAY}
+    return {name: dict(rules) for name in PWLU.PARAM_NAMES}
+
+
+def build_pwlu_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD as Detectron2's ``build_optimizer``, with the PWLU rules of
+    :func:`pwlu_param_overrides`.
+
+    Raises:
+        ValueError: see :func:`pwlu_param_overrides`.
+    """
     params = get_default_optimizer_params(
         model,
         base_lr=cfg.SOLVER.BASE_LR,
         weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
         bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
-        overrides={name: dict(pwlu_rules) for name in PWLU.PARAM_NAMES},
+        overrides=pwlu_param_overrides(model, cfg.SOLVER.BASE_LR, cfg),
     )
     return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
         params,

@@ -38,6 +38,8 @@ from .realign_hook import PWLURealignHook
 
 __all__ = [
     "PWLUTrainer",
+    "add_pwlu_hooks",
+    "create_ddp_model_cpu_aware",
     "fast_coco_eval_available",
     "insert_before",
     "insert_before_checkpointer",
@@ -59,7 +61,37 @@ def insert_before_checkpointer(hook_list: list, hook) -> list:
     return insert_before(hook_list, hook, hooks.PeriodicCheckpointer)
 
 
-def _create_ddp_model_cpu_aware(model, **kwargs):
+def add_pwlu_hooks(hook_list: list, model, cfg, *, checkpoint_period: int, output_dir: str) -> list:
+    """Detectron2's hooks plus the PWLU ones, each in its place (yacs and lazy training).
+
+    - :class:`PWLURealignHook` before the checkpointer, so that a checkpoint taken at the
+      realignment iteration holds the realigned units;
+    - with ``MODEL.ACTIVATION.NAME == "PWLU"``, :class:`PWLUCurvesHook` before the writers;
+    - with ``MODEL.PWLU.DYNAMICS_PERIOD > 0``, :class:`PWLUDynamicsHook` before the
+      realignment (a step's update must not include a realignment).
+
+    Args:
+        hook_list: Detectron2's hooks.
+        model: the trained model (DDP-wrapped or not).
+        cfg: a yacs config with the pwlu_det keys (``pwlu_det.lazy.pwlu_cfg`` for lazy ones).
+        checkpoint_period: iterations between checkpoints (when the curves are drawn).
+        output_dir: where the curves and dynamics go.
+    """
+    p = cfg.MODEL.PWLU
+    hook_list = insert_before_checkpointer(
+        hook_list, PWLURealignHook(model, p.STATISTICS_ITERS, p.REALIGN_MODE)
+    )
+    if cfg.MODEL.ACTIVATION.NAME == "PWLU":
+        curves = PWLUCurvesHook(checkpoint_period, output_dir)
+        hook_list = insert_before(hook_list, curves, hooks.PeriodicWriter)
+    if p.DYNAMICS_PERIOD > 0:
+        dynamics = PWLUDynamicsHook(model, p.DYNAMICS_PERIOD, output_dir)
+        hook_list = insert_before(hook_list, dynamics, PWLURealignHook)
+    return hook_list
+
+
+def create_ddp_model_cpu_aware(model, **kwargs):
+    """Detectron2's ``create_ddp_model``, without ``device_ids`` for a model on the CPU."""
     if next(model.parameters()).device.type == "cpu":
         kwargs.setdefault("device_ids", None)
     return _D2_CREATE_DDP_MODEL(model, **kwargs)
@@ -73,7 +105,7 @@ _D2_TRAINER_SAVES_ITS_STATE = "state_dict" in vars(DefaultTrainer)
 
 @contextlib.contextmanager
 def _cpu_aware_ddp():
-    d2_defaults.create_ddp_model = _create_ddp_model_cpu_aware
+    d2_defaults.create_ddp_model = create_ddp_model_cpu_aware
     try:
         yield
     finally:
@@ -124,19 +156,13 @@ class PWLUTrainer(DefaultTrainer):
         self.checkpointer = AtomicDetectionCheckpointer(
             self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
-        realign = PWLURealignHook(
-            self.model, self.cfg.MODEL.PWLU.STATISTICS_ITERS, self.cfg.MODEL.PWLU.REALIGN_MODE
+        return add_pwlu_hooks(
+            super().build_hooks(),
+            self.model,
+            self.cfg,
+            checkpoint_period=self.cfg.SOLVER.CHECKPOINT_PERIOD,
+            output_dir=self.cfg.OUTPUT_DIR,
         )
-        hook_list = insert_before_checkpointer(super().build_hooks(), realign)
-        if self.cfg.MODEL.ACTIVATION.NAME == "PWLU":
-            curves = PWLUCurvesHook(self.cfg.SOLVER.CHECKPOINT_PERIOD, self.cfg.OUTPUT_DIR)
-            hook_list = insert_before(hook_list, curves, hooks.PeriodicWriter)
-        if self.cfg.MODEL.PWLU.DYNAMICS_PERIOD > 0:
-            # Before the realignment hook: a step's update must not include a realignment.
-            period = self.cfg.MODEL.PWLU.DYNAMICS_PERIOD
-            dynamics = PWLUDynamicsHook(self.model, period, self.cfg.OUTPUT_DIR)
-            hook_list = insert_before(hook_list, dynamics, PWLURealignHook)
-        return hook_list
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -4,6 +4,7 @@ Detectron2's ResNet applies ``F.relu_`` inline in the ``forward`` of its stem an
 Detectron2 builds the ResNet as usual (every ``MODEL.RESNETS`` option, ``FREEZE_AT`` included);
 then each stem and block gets activation modules and its class is switched to a subclass whose
 ``forward`` calls them instead of ``F.relu_``. That ``forward`` is the only code overridden.
+:class:`ActResNet` is the same for LazyConfig (``L(ActResNet)(..., activation=...)``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ __all__ = [
     "ActBasicStem",
     "ActBottleneckBlock",
     "ActLastLevelP6P7",
+    "ActResNet",
+    "add_activations",
+    "set_activation",
     "build_act_resnet_backbone",
     "build_act_resnet_fpn_backbone",
     "build_act_retinanet_resnet_fpn_backbone",
@@ -81,6 +85,18 @@ _CONVERSIONS: dict[type, tuple[type, Callable[[nn.Module], list[tuple[str, int]]
 }
 
 
+def set_activation(block: nn.Module, name: str, activation: nn.Module) -> None:
+    """Put ``activation`` into ``block`` as its submodule ``name``, frozen if ``block`` is.
+
+    A block frozen by ``FREEZE_AT`` (no parameter requires grad) gets a frozen activation: a
+    frozen PWLU stays exactly what it was built as.
+    """
+    frozen = not any(p.requires_grad for p in block.parameters())
+    for p in activation.parameters():
+        p.requires_grad_(not frozen)
+    block.add_module(name, activation)
+
+
 def add_activations(resnet: ResNet, make_activation: Callable[[int], nn.Module]) -> ResNet:
     """Give every stem/block of a Detectron2 ResNet its activation modules, in place.
 
@@ -95,15 +111,25 @@ def add_activations(resnet: ResNet, make_activation: Callable[[int], nn.Module])
                 f"{type(block).__name__} has no activation-aware version in pwlu_det "
                 "(deformable convolutions need Detectron2's C++ extension and are not supported)"
             )
-        frozen = not any(p.requires_grad for p in block.parameters())
         subclass, activations = _CONVERSIONS[type(block)]
-        for name, channels in activations(block):
-            act = make_activation(channels)
-            for p in act.parameters():
-                p.requires_grad_(not frozen)
-            block.add_module(name, act)
+        acts = [(name, make_activation(channels)) for name, channels in activations(block)]
+        for name, act in acts:
+            set_activation(block, name, act)
         block.__class__ = subclass
     return resnet
+
+
+class ActResNet(ResNet):
+    """Detectron2's ``ResNet`` with ``activation(channels)`` where it applies ReLU.
+
+    For LazyConfig: the arguments are ``ResNet``'s, plus ``activation``, a factory such as
+    :class:`~pwlu_det.modeling.ActivationFactory`. The stem and blocks become the ``Act*``
+    classes above, exactly as :func:`build_act_resnet_backbone` makes them.
+    """
+
+    def __init__(self, stem, stages, *, activation: Callable[[int], nn.Module], **kwargs):
+        super().__init__(stem, stages, **kwargs)  # freezes FREEZE_AT stages first
+        add_activations(self, activation)
 
 
 @BACKBONE_REGISTRY.register()
@@ -115,9 +141,8 @@ def build_act_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
 
 
 class ActLastLevelP6P7(LastLevelP6P7):
-    """RetinaNet's P6/P7 block with ``self.act`` on P6 (Detectron2 applies ReLU).
-
-    ``activation`` must not work in place: P6 itself is one of the outputs.
+    """RetinaNet's P6/P7 block with ``self.act = activation(out_channels)`` on P6 (Detectron2
+    applies ReLU). It is built not to work in place: P6 itself is one of the outputs.
     """
 
     def __init__(
@@ -125,11 +150,11 @@ class ActLastLevelP6P7(LastLevelP6P7):
         in_channels: int,
         out_channels: int,
         *,
-        activation: nn.Module,
+        activation: Callable[..., nn.Module],
         in_feature: str = "res5",
     ):
         super().__init__(in_channels, out_channels, in_feature)
-        self.act = activation
+        self.act = activation(out_channels, inplace=False)
 
     def forward(self, c5):
         p6 = self.p6(c5)
@@ -161,7 +186,6 @@ def build_act_retinanet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     top_block = ActLastLevelP6P7(
         bottom_up.output_shape()["res5"].channels,
         out_channels,
-        # Not in place: P6 is an output of its own (Detectron2 applies F.relu, not F.relu_).
-        activation=activation_factory(cfg, "backbone")(out_channels, inplace=False),
+        activation=activation_factory(cfg, "backbone"),
     )
     return _fpn(cfg, bottom_up, top_block)

@@ -1,0 +1,187 @@
+"""What ``tools/lazyconfig_train_net.py`` does: Detectron2's lazy training loop with PWLU.
+
+Detectron2's own ``tools/lazyconfig_train_net.py`` (``do_train``, ``do_test``), plus what
+``train_net.py`` has, shared with it:
+
+- the PWLU options come from the config's ``pwlu`` node, validated as the yacs keys are
+  (:func:`pwlu_det.lazy.pwlu_cfg`);
+- the PWLU optimizer rules (:func:`pwlu_param_overrides`) join ``optimizer.params.overrides``;
+- the PWLU hooks (:func:`add_pwlu_hooks`): the realignment before the checkpointer;
+- atomic, strict checkpoints (:class:`AtomicDetectionCheckpointer`); ``--resume`` continues a
+  run exactly where it stopped, and a run into a folder that holds one is refused without it;
+- ``--eval-only`` loads strictly and completely; COCO evaluation uses Detectron2's fast C++
+  evaluation where ``detectron2._C`` is built, pycocotools otherwise;
+- the shapes dataset is registered (and generated once) when the config names a split;
+- ``--num-gpus N`` on a CPU-only machine trains in N gloo processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from detectron2.config import LazyConfig, instantiate
+from detectron2.engine import (
+    AMPTrainer,
+    SimpleTrainer,
+    default_argument_parser,
+    default_setup,
+    default_writers,
+    hooks,
+)
+from detectron2.evaluation import COCOEvaluator, inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from omegaconf import DictConfig
+
+from pwlu_det.lazy import lazy_target, pwlu_cfg, pwlu_options
+
+from .checkpoint import AtomicDetectionCheckpointer
+from .cli import (
+    launch_from_command_line,
+    prepare_datasets,
+    refuse_to_overwrite,
+    write_final_results,
+)
+from .optimizer import pwlu_param_overrides
+from .trainer import add_pwlu_hooks, create_ddp_model_cpu_aware, fast_coco_eval_available
+
+__all__ = ["argument_parser", "do_test", "do_train", "main", "run", "setup"]
+
+logger = logging.getLogger(__name__)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """Detectron2's argument parser (``opts`` are LazyConfig overrides, ``key=value``)."""
+    return default_argument_parser(
+        epilog="Example: tools/lazyconfig_train_net.py --config-file "
+        "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.py train.output_dir=output/lazy_shapes"
+    )
+
+
+def _dataset_names(node) -> list[str]:
+    names = node.dataset.names if "dataset" in node and "names" in node.dataset else []
+    return [names] if isinstance(names, str) else list(names)
+
+
+def setup(args: argparse.Namespace) -> DictConfig:
+    """The lazy config of ``args`` with its overrides, its ``pwlu`` node validated, the
+    datasets registered and checked, and Detectron2's logging set up.
+
+    Raises:
+        ValueError: an invalid ``pwlu`` value.
+        FileNotFoundError: a dataset's files are missing.
+    """
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    if "pwlu" not in cfg:
+        cfg.pwlu = pwlu_options()
+    pwlu_cfg(cfg.pwlu)
+    default_setup(cfg, args)
+    prepare_datasets(
+        _dataset_names(cfg.dataloader.train), _dataset_names(cfg.dataloader.test), args.eval_only
+    )
+    return cfg
+
+
+def do_test(cfg: DictConfig, model) -> dict:
+    """Evaluate ``model`` on ``dataloader.test`` with ``dataloader.evaluator`` (if any)."""
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    evaluator = cfg.dataloader.evaluator
+    if lazy_target(evaluator) is COCOEvaluator and "use_fast_impl" not in evaluator:
+        evaluator.use_fast_impl = fast_coco_eval_available()
+    results = inference_on_dataset(
+        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+    )
+    print_csv_format(results)
+    return results
+
+
+def _build_model(cfg: DictConfig):
+    model = instantiate(cfg.model)
+    model.to(cfg.train.device)
+    return model
+
+
+def do_train(cfg: DictConfig, resume: bool) -> dict:
+    """Train as Detectron2's lazy ``do_train``, with the PWLU method; returns the last
+    evaluation's results."""
+    pwlu = pwlu_cfg(cfg.pwlu)
+    model = _build_model(cfg)
+    logger.info("Model:\n%s", model)
+    overrides = dict(cfg.optimizer.params.get("overrides") or {})
+    overrides.update(pwlu_param_overrides(model, cfg.optimizer.lr, pwlu))
+    cfg.optimizer.params.overrides = overrides
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+
+    model = create_ddp_model_cpu_aware(model, **cfg.train.ddp)
+    trainer_class = AMPTrainer if cfg.train.amp.enabled else SimpleTrainer
+    trainer = trainer_class(model, train_loader, optimizer)
+    output_dir = cfg.train.output_dir
+    checkpointer = AtomicDetectionCheckpointer(model, output_dir, trainer=trainer)
+    results = {}
+
+    def evaluate():
+        results.update(do_test(cfg, model))
+        return results
+
+    main_process = comm.is_main_process()
+    hook_list = [
+        hooks.IterationTimer(),
+        hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+        if main_process
+        else None,
+        hooks.EvalHook(cfg.train.eval_period, evaluate),
+        hooks.PeriodicWriter(
+            default_writers(output_dir, cfg.train.max_iter), period=cfg.train.log_period
+        )
+        if main_process
+        else None,
+    ]
+    hook_list = add_pwlu_hooks(
+        [h for h in hook_list if h is not None],
+        model,
+        pwlu,
+        checkpoint_period=cfg.train.checkpointer.period,
+        output_dir=output_dir,
+    )
+    trainer.register_hooks(hook_list)
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
+    # The checkpoint holds the iteration that had just finished.
+    start_iter = trainer.iter + 1 if resume and checkpointer.has_checkpoint() else 0
+    if start_iter >= cfg.train.max_iter:
+        logger.info("%s: training already finished; evaluating", output_dir)
+        return evaluate()
+    trainer.train(start_iter, cfg.train.max_iter)
+    return results
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Train (or with ``--eval-only`` evaluate) as ``args`` say; returns the results."""
+    cfg = setup(args)
+    if args.eval_only:
+        model = create_ddp_model_cpu_aware(_build_model(cfg))
+        # complete: a tensor missing from the checkpoint would be evaluated at random values
+        checkpointer = AtomicDetectionCheckpointer(
+            model, save_dir=cfg.train.output_dir, complete=True
+        )
+        checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+        return do_test(cfg, model)
+    refuse_to_overwrite(cfg.train.output_dir, args.resume, setting="train.output_dir")
+    results = do_train(cfg, args.resume)
+    if comm.is_main_process():
+        write_final_results(cfg.train.output_dir, cfg.train.max_iter, results)
+    return results
+
+
+def run(argv: list[str] | None = None) -> None:
+    """``tools/lazyconfig_train_net.py``: :func:`main` from the command line."""
+    launch_from_command_line(main, argument_parser(), argv)
+
+
+if __name__ == "__main__":  # python -m pwlu_det.engine.lazy_cli
+    run(sys.argv[1:])
