@@ -116,6 +116,20 @@ def test_unit_counts_match_the_yaml_models():
 
 
 @pytest.mark.parametrize(
+    ("variant", "blocks", "se"), [("x", [2, 5, 14, 2], 0), ("y", [2, 6, 12, 2], 22)]
+)
+def test_regnet_4gf_unit_counts_per_part(variant, blocks, se):
+    model = build(f"new_baselines/mask_rcnn_regnet{variant}_4gf_dds_FPN_100ep_LSJ_pwlu.py")
+    regnet = model.backbone.bottom_up
+    per_part = {
+        part: count(getattr(regnet, part), PWLU) for part in ("stem", "s1", "s2", "s3", "s4")
+    }
+    assert per_part == {"stem": 1, **{f"s{k}": 3 * n for k, n in enumerate(blocks, 1)}}
+    assert count(model, PWLU) == 1 + 3 * sum(blocks) + 12  # heads: RPN 2, box 5, mask 5
+    assert count(regnet, nn.ReLU) == se  # one ReLU per SE module, kept
+
+
+@pytest.mark.parametrize(
     ("lazy", "yaml"),
     [
         ("Shapes/mask_rcnn_R_18_FPN_pwlu.py", "Shapes/mask_rcnn_R_18_FPN_pwlu.yaml"),
