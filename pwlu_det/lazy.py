@@ -143,8 +143,9 @@ def with_activation(model: DictConfig, options: str | Mapping = "${pwlu}") -> Di
 
     def visit(node: Any) -> None:
         if isinstance(node, DictConfig):
-            if "_target_" in node and lazy_target(node) in SWAPS:
-                cls, part = SWAPS[lazy_target(node)]
+            swap = SWAPS.get(lazy_target(node)) if "_target_" in node else None
+            if swap is not None:
+                cls, part = swap
                 node._target_ = cls
                 node.activation = L(lazy_activation)(options=options, part=part)
                 swapped.append(cls.__name__)

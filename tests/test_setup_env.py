@@ -205,20 +205,23 @@ def recorded_setup(tmp_path, monkeypatch):
     monkeypatch.setattr(setup_env, "VENV", tmp_path / "venv")
     monkeypatch.setattr(setup_env, "STATE", tmp_path / "venv" / "pwlu_setup")
     monkeypatch.setattr(setup_env, "LOG", tmp_path / "setup.log")
-    calls = []
+    calls = []  # "sdist" / "source" per install, ("pip", ...) per uninstall
     installed = {"value": None}
 
-    def install(kind):
-        def record(*args):
-            calls.append(kind)
-            installed["value"] = {"dist": "detectron2", "file": "x", "version": "0.6"}
+    def source_dir(source, tmp):
+        calls.append("sdist" if source["kind"] == "sdist" else "source")
+        return tmp
 
-        return record
+    def pip(*args, **kwargs):
+        if args[0] == "install":
+            installed["value"] = {"dist": "detectron2", "file": "x", "version": "0.6"}
+        else:
+            calls.append(("pip", *args))
 
     monkeypatch.setattr(setup_env, "probe_detectron2", lambda: installed["value"])
-    monkeypatch.setattr(setup_env, "_install_sdist", install("sdist"))
-    monkeypatch.setattr(setup_env, "_install_source", install("source"))
-    monkeypatch.setattr(setup_env, "pip", lambda *a, **k: calls.append(("pip", *a)))
+    monkeypatch.setattr(setup_env, "_source_dir", source_dir)
+    monkeypatch.setattr(setup_env, "_patch", lambda source_dir: None)
+    monkeypatch.setattr(setup_env, "pip", pip)
     monkeypatch.setattr(setup_env, "run", lambda *a, **k: "")
     return calls, installed
 
@@ -248,7 +251,7 @@ def test_failed_install_leaves_no_stamp(recorded_setup, tmp_path, monkeypatch):
     def failing(*args):
         raise setup_env.SetupError("building Detectron2 failed", "read the log")
 
-    monkeypatch.setattr(setup_env, "_install_source", failing)
+    monkeypatch.setattr(setup_env, "_source_dir", failing)
     tree = _fake_tree(tmp_path / "d2", _MAIN_MODEL_ZOO)
     with pytest.raises(setup_env.SetupError):
         setup_env.install_detectron2(str(tree))

@@ -39,6 +39,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import detectron2_compat  # tools/, beside this script (on sys.path when it runs)
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
 STATE = VENV / "pwlu_setup"
@@ -337,8 +339,6 @@ def _extract(archive: Path, into: Path) -> Path:
 
 
 def _patch(source_dir: Path) -> None:
-    import detectron2_compat
-
     try:
         kind = detectron2_compat.identify_source(source_dir)
         changed = detectron2_compat.apply_patch(source_dir, kind)
@@ -347,39 +347,17 @@ def _patch(source_dir: Path) -> None:
     log(f"{kind.name}: {len(changed)} file(s) fixed ({', '.join(changed) or 'none needed'})")
 
 
-def _install_sdist(tmp: Path) -> None:
-    sdist = download_detectron2_sdist()
-    source_dir = _extract(sdist, tmp)
-    _patch(source_dir)
-    log("installing the patched Detectron2 v0.6 without the C++ extension")
-    pip(
-        "install",
-        "--no-deps",
-        "--no-build-isolation",
-        str(source_dir),
-        what="installing the patched Detectron2 v0.6",
-    )
-
-
-def _install_source(source: dict, tmp: Path) -> None:
+def _source_dir(source: dict, tmp: Path) -> Path:
+    """The Detectron2 source to install, as a folder under ``tmp`` (extracted or copied)."""
+    if source["kind"] == "sdist":
+        return _extract(download_detectron2_sdist(), tmp)
     path = Path(source["source"])
     if source["kind"] == "archive":
-        source_dir = _extract(path, tmp)
-    else:  # a copy: the user's clone is neither patched nor built in
-        source_dir = tmp / path.name
-        shutil.copytree(
-            path, source_dir, symlinks=True, ignore=shutil.ignore_patterns(*_TREE_IGNORED)
-        )
-    _patch(source_dir)
-    log(f"building Detectron2 from {path} with its C++ extension (about 1-2 min on 2 cores)")
-    os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 1))
-    pip(
-        "install",
-        "--no-deps",
-        "--no-build-isolation",
-        str(source_dir),
-        what=f"building and installing Detectron2 from {path}",
-    )
+        return _extract(path, tmp)
+    # A copy: the user's clone is neither patched nor built in.
+    source_dir = tmp / path.name
+    shutil.copytree(path, source_dir, symlinks=True, ignore=shutil.ignore_patterns(*_TREE_IGNORED))
+    return source_dir
 
 
 def _read_detectron2_stamp() -> dict | None:
@@ -398,7 +376,6 @@ def install_detectron2(requested: str | None = None) -> None:
     The stamp ``detectron2.done`` records the source, its sha256 and the compat fixes; any
     change of them uninstalls the present Detectron2 and installs again.
     """
-    sys.path.insert(0, str(ROOT / "tools"))
     found = probe_detectron2()
     previous = _read_detectron2_stamp()
     if requested is None:
@@ -428,10 +405,16 @@ def install_detectron2(requested: str | None = None) -> None:
             what="uninstalling the previous Detectron2",
         )
     with tempfile.TemporaryDirectory(prefix="pwlu_d2_") as tmp:
+        source_dir = _source_dir(source, Path(tmp))
+        _patch(source_dir)
         if source["kind"] == "sdist":
-            _install_sdist(Path(tmp))
+            log("installing the patched Detectron2 v0.6 without the C++ extension")
+            what = "installing the patched Detectron2 v0.6"
         else:
-            _install_source(source, Path(tmp))
+            log(f"building Detectron2 from {source['source']} with its C++ extension (about 2 min)")
+            os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 1))
+            what = f"building and installing Detectron2 from {source['source']}"
+        pip("install", "--no-deps", "--no-build-isolation", str(source_dir), what=what)
     checks = (
         "import detectron2.modeling, detectron2.export, detectron2.evaluation; "
         "from detectron2 import model_zoo; "

@@ -121,7 +121,7 @@ class PWLUTrainer(DefaultTrainer):
 
     def state_dict(self) -> dict:
         state = super().state_dict()
-        if "_trainer" not in state:  # Detectron2 v0.6 (main saves it itself)
+        if not _D2_TRAINER_SAVES_ITS_STATE:
             state["_trainer"] = self._trainer.state_dict()  # optimizer (and grad scaler)
         return state
 

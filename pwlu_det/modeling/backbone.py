@@ -112,9 +112,8 @@ def add_activations(resnet: ResNet, make_activation: Callable[[int], nn.Module])
                 "(deformable convolutions need Detectron2's C++ extension and are not supported)"
             )
         subclass, activations = _CONVERSIONS[type(block)]
-        acts = [(name, make_activation(channels)) for name, channels in activations(block)]
-        for name, act in acts:
-            set_activation(block, name, act)
+        for name, channels in activations(block):
+            set_activation(block, name, make_activation(channels))
         block.__class__ = subclass
     return resnet
 
