@@ -2,8 +2,9 @@
 
 A child process blocks ``detectron2`` and ``pwlu_det._C`` with a ``sys.meta_path`` finder,
 runs a plain ``import pwlu_det.layers`` (the real package: its ``__init__`` skips the
-Detectron2 parts) with ``TRITON_INTERPRET=1``, and runs the reference, the automatic backend
-choice, the Triton kernels (interpreted) and the PWLU module.
+Detectron2 parts), and runs ``pwlu()``, compiled and eager, and the PWLU module on CPU: once as
+is (no CPU kernel: the reference, with a warning) and once with ``TRITON_INTERPRET=1`` (the
+Triton kernels are then the CPU kernels, interpreted).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +34,7 @@ import pwlu_det.layers  # the real package: Detectron2 is "not installed"
 import pwlu_det
 assert hasattr(pwlu_det, "PWLU") and not hasattr(pwlu_det, "add_pwlu_config"), vars(pwlu_det)
 import torch
-from pwlu_det.layers import PWLU, pwlu, pwlu_cpp, pwlu_reference, pwlu_triton, resolve_backend
+from pwlu_det.layers import PWLU, has_kernel, pwlu, pwlu_cpp, pwlu_reference, pwlu_triton
 
 records = []
 logging.getLogger("pwlu_det").addHandler(logging.Handler())
@@ -47,9 +50,8 @@ want_grads = torch.autograd.grad(want.sum(), [x, *ps])
 # Compiled first (before any eager call has warned): the warning must not break fullgraph.
 compiled = torch.compile(lambda t: pwlu(t, *[p.detach() for p in ps]), backend="eager",
                          fullgraph=True)
-compiled_equal = bool(torch.equal(compiled(x.detach()), want.detach()))
-auto = pwlu(x, *ps)  # CPU, no extension: the reference, with a warning
-got = pwlu(x, *ps, backend="triton")  # the kernels, interpreted
+compiled_error = float((compiled(x.detach()) - want.detach()).abs().max())
+got = pwlu(x, *ps)  # no extension: the reference (with a warning), or the interpreted kernels
 got_grads = torch.autograd.grad(got.sum(), [x, *ps])
 act = PWLU(3)
 act.start_statistics()
@@ -65,19 +67,22 @@ print(json.dumps({
     "cpp_available": pwlu_cpp.available(),
     "cpp_reason": pwlu_cpp.unavailable_reason(),
     "triton_available": pwlu_triton.available(),
-    "auto_backend": resolve_backend("auto", x),
-    "auto_equal": bool(torch.equal(auto, want)),
-    "compiled_equal": compiled_equal,
-    "triton_error": float((got - want).abs().max()),
-    "triton_grad_error": max(float((a - b).abs().max()) for a, b in zip(got_grads, want_grads)),
+    "cpu_kernel": has_kernel("cpu"),
+    "equal": bool(torch.equal(got, want)),
+    "compiled_error": compiled_error,
+    "error": float((got - want).abs().max()),
+    "grad_error": max(float((a - b).abs().max()) for a, b in zip(got_grads, want_grads)),
     "module_finite": bool(torch.isfinite(act(x.detach())).all()),
     "warnings": records,
 }))
 """
 
 
-def test_layers_import_and_run_without_detectron2_and_extension() -> None:
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
+@pytest.mark.parametrize("interpreter", [False, True], ids=["reference", "interpreter"])
+def test_layers_import_and_run_without_detectron2_and_extension(interpreter: bool) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if interpreter:
+        env["TRITON_INTERPRET"] = "1"
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD],
         env=env,
@@ -93,10 +98,14 @@ def test_layers_import_and_run_without_detectron2_and_extension() -> None:
     assert result["package_pwlu"], result
     assert result["package_all"] == ["PWLU", "__version__", "pwlu"], result
     assert not result["package_has_config"], result
-    assert not result["cpp_available"] and "blocked for this test" in result["cpp_reason"]
-    assert result["triton_available"]
-    assert result["auto_backend"] == "reference" and result["auto_equal"]
-    assert result["compiled_equal"]  # fullgraph compile through the warning path
-    assert any("C++ extension is unavailable" in w for w in result["warnings"]), result
-    assert result["triton_error"] < 1e-12 and result["triton_grad_error"] < 1e-10, result
+    assert not result["cpp_available"] and result["triton_available"]
+    assert result["compiled_error"] < 1e-12  # fullgraph compile (through the warning path)
+    assert result["error"] < 1e-12 and result["grad_error"] < 1e-10, result
+    if interpreter:  # the Triton kernels, not the reference
+        assert "TRITON_INTERPRET" in result["cpp_reason"] and result["cpu_kernel"], result
+        assert not result["warnings"], result
+    else:
+        assert "blocked for this test" in result["cpp_reason"], result
+        assert not result["cpu_kernel"] and result["equal"], result
+        assert any("C++ extension is unavailable" in w for w in result["warnings"]), result
     assert result["module_finite"]

@@ -44,7 +44,7 @@ def isa(request):
 
 
 def cpp(x, *params, channel_dim=1):
-    return pwlu(x, *params, channel_dim=channel_dim, backend="cpp")
+    return pwlu(x, *params, channel_dim=channel_dim)  # CPU tensors: the C++ kernel
 
 
 def _assert_all_close(actual, expected, rtol, atol, equal_nan=False):
@@ -331,19 +331,31 @@ def test_cpp_saves_only_the_input_for_backward():
 # Dispatch.
 
 
-def test_auto_uses_cpp_on_cpu_and_reference_when_tracing():
+def test_one_op_per_direction_with_a_kernel_per_device():
+    dispatch = torch._C._dispatch_has_kernel_for_dispatch_key
+    for op in ("pwlu_det::pwlu_forward", "pwlu_det::pwlu_backward"):
+        assert dispatch(op, "CPU") and dispatch(op, "CUDA"), op
+    assert dispatch("pwlu_det::pwlu_forward", "Autograd")
+    assert not hasattr(torch.ops.pwlu_det, "pwlu_triton_forward")
+    assert (
+        pwlu_op.has_kernel("cpu") and pwlu_op.has_kernel("cuda") and not pwlu_op.has_kernel("mps")
+    )
+
+
+def test_cpu_runs_the_cpp_kernel_and_tracing_the_reference():
     params = make_params(None, 4, dtype=torch.float32)
     x = torch.randn(3, 4)
-    assert pwlu_op.resolve_backend("auto", x) == "cpp"
+    canonical = pwlu_op.canonical_params(*params)
+    assert torch.equal(pwlu(x, *params), torch.ops.pwlu_det.pwlu_forward(x, *canonical, 0))
 
     traced = torch.jit.trace(lambda t: pwlu(t, *params), (x,))
     graph = str(traced.graph)
     assert "pwlu_det::" not in graph and "aten::floor" in graph
-    torch.testing.assert_close(traced(x), pwlu(x, *params, backend="reference"))
+    torch.testing.assert_close(traced(x), pwlu_reference(x, *params))
 
 
-def test_auto_falls_back_to_reference_with_one_warning(monkeypatch, caplog):
-    monkeypatch.setattr(pwlu_cpp, "_IMPORT_ERROR", "pretend it was not built")
+def test_a_device_without_kernel_falls_back_to_reference_with_one_warning(monkeypatch, caplog):
+    monkeypatch.setattr(pwlu_op, "_MISSING_KERNELS", {"cpu": "pretend it was not built"})
     monkeypatch.setattr(pwlu_op, "_warned", set())
     params = make_params(None, 4, dtype=torch.float32)
     x = torch.randn(3, 4)
@@ -352,16 +364,21 @@ def test_auto_falls_back_to_reference_with_one_warning(monkeypatch, caplog):
         pwlu(x, *params)
     warnings = [r for r in caplog.records if "pretend it was not built" in r.getMessage()]
     assert len(warnings) == 1
-    torch.testing.assert_close(y1, pwlu(x, *params, backend="reference"))
-    with pytest.raises(RuntimeError, match="backend 'cpp' is unavailable"):
-        pwlu(x, *params, backend="cpp")
+    torch.testing.assert_close(y1, pwlu_reference(x, *params))
+    channel = make_params(4, 4, dtype=torch.float32)  # one unit per channel, and one unit
+    for ps in (channel, [p[:1] for p in channel]):
+        xc = torch.randn(2, 4, 3) if ps is channel else torch.randn(2, 1, 3)
+        torch.testing.assert_close(pwlu(xc, *ps), pwlu_reference(xc, *ps))
 
 
-def test_triton_backend_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    params = make_params(None, 4, dtype=torch.float32)
-    with pytest.raises(RuntimeError, match="triton"):
-        pwlu(torch.randn(3), *params, channel_dim=0, backend="triton")
+def test_the_op_checks_canonical_arguments():
+    params = pwlu_op.canonical_params(*make_params(3, 4, dtype=torch.float32))
+    x = torch.randn(2, 3, 5)
+    op = torch.ops.pwlu_det.pwlu_forward
+    with pytest.raises(RuntimeError, match="3 parameter sets for 5 channels"):
+        op(x, *params, 2)
+    with pytest.raises(RuntimeError, match="left_bound must have shape"):
+        op(x, params[0][:2], *params[1:], 1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -388,8 +405,6 @@ def test_bad_inputs_name_the_argument():
         pwlu(x, -1.0, *layer[1:])
     with pytest.raises(ValueError, match="channel_dim=3 is out of range for x of shape"):
         pwlu(x, *channel, channel_dim=3)
-    with pytest.raises(ValueError, match="backend must be one of"):
-        pwlu(x, *layer, backend="cuda")
 
 
 # ------------------------------------------------------------------------------------------

@@ -5,9 +5,9 @@ imported), and other test modules may import ``pwlu_det`` first in the same pyte
 the checks run in child processes: this file, run as a script, executes one group of checks and
 prints a JSON verdict per check; each pytest test below reports one of them.
 
-- ``interpreted`` (``TRITON_INTERPRET=1``): the kernels on CPU tensors through
-  ``pwlu(..., backend="triton")``; output and all six gradients against autograd through
-  :func:`pwlu_reference` (float64 tight, float32 with sum tolerances scaled to the element
+- ``interpreted`` (``TRITON_INTERPRET=1``): the kernels on CPU tensors through ``pwlu()``
+  (the op's CPU kernel is then the Triton one); output and all six gradients against autograd
+  through :func:`pwlu_reference` (float64 tight, float32 with sum tolerances scaled to the element
   count), plus finite differences.
 - ``compiled`` (no interpreter): the ops' fake (meta) implementation, as traced by
   ``torch.compile`` / ``torch.export``, on fake CUDA tensors.
@@ -115,7 +115,10 @@ def _run(backend, x_base, params, channel_dim, grad_y, transform=None):
     leaf = x_base.detach().clone().requires_grad_()
     ps = [p.detach().clone().requires_grad_() for p in params]
     x = transform(leaf) if transform is not None else leaf
-    y = pwlu(x, *ps, channel_dim=channel_dim, backend=backend)
+    if backend == "reference":
+        y = pwlu_reference(x, *ps, channel_dim=channel_dim)
+    else:  # the op: its CPU kernel is the Triton one in the interpreter
+        y = pwlu(x, *ps, channel_dim=channel_dim)
     y.backward(grad_y)
     return x, y.detach(), [leaf.grad, *(p.grad for p in ps)]
 
@@ -194,13 +197,14 @@ F32 = {"rtol": 1e-5, "atol": 1e-5}
 def _interpreter_is_on():
     from triton.runtime.jit import JITFunction
 
-    from pwlu_det.layers import pwlu_op, pwlu_triton
+    from pwlu_det.layers import has_kernel, pwlu_cpp, pwlu_triton
 
     assert os.environ.get("TRITON_INTERPRET") == "1"
     assert pwlu_triton.available(), pwlu_triton.unavailable_reason()
     assert pwlu_triton.unavailable_reason() == ""
-    assert not isinstance(pwlu_triton._pwlu_forward_kernel, JITFunction)
-    assert pwlu_op.resolve_backend("triton", torch.zeros(1)) == "triton"
+    assert not isinstance(pwlu_triton.kernels._pwlu_forward_kernel, JITFunction)
+    assert has_kernel("cpu") and not pwlu_cpp.available()  # the Triton kernel, not C++
+    assert "TRITON_INTERPRET" in pwlu_cpp.unavailable_reason()
 
 
 _register(INTERPRETED, "interpreter_is_on", _interpreter_is_on)
@@ -399,29 +403,23 @@ _register(INTERPRETED, "mixed_parameter_dtypes", _mixed_param_dtypes)
 
 
 def _many_programs():
-    """Tiny blocks, so that grids have many programs, the backward loops over row blocks,
-    tiles have ragged edges, and (forced) 64-bit indexing runs."""
+    """Tiny tiles, so that grids have many programs, each backward program takes several steps
+    and the partial sums several rows, tiles have ragged edges, and (forced) 64-bit indexing
+    runs."""
     from pwlu_det.layers import pwlu_triton as pt
 
-    saved = {
-        k: getattr(pt, k)
-        for k in (
-            "_FORWARD_BLOCK",
-            "_BACKWARD_TILE",
-            "_MAX_BLOCK_C",
-            "_BACKWARD_MAX_PROGRAMS",
-            "_INT32_MAX",
-        )
-    }
+    small = {"_FORWARD_TILE": 64, "_WARP_TILE": 16, "_GROUPS": 2, "_PROGRAMS_PER_SM": 2}
+    saved = {k: getattr(pt, k) for k in (*small, "_INT32_MAX")}
     try:
-        pt._FORWARD_BLOCK, pt._BACKWARD_TILE, pt._MAX_BLOCK_C = 64, 32, 4
-        pt._BACKWARD_MAX_PROGRAMS = 3
+        for k, v in small.items():
+            setattr(pt, k, v)
         cases = [  # (shape, channel_dim, layerwise, transform)
             ((2, 6, 5, 7), 1, False, None),  # NCHW, inner 35: two inner blocks
             ((2, 6, 5, 7), 1, False, lambda t: t.to(memory_format=torch.channels_last)),
             ((2, 6, 5, 7), 1, True, None),
             ((9, 10, 2), 1, False, None),  # inner 2: tiles span rows, channels and positions
         ]
+        splits = []
         for int32_max in (saved["_INT32_MAX"], 0):
             pt._INT32_MAX = int32_max
             for shape, cd, layerwise, transform in cases:
@@ -429,16 +427,70 @@ def _many_programs():
                 params = _params(units, 16, torch.float64, layerwise=layerwise, seed=22)
                 x = _input(shape, params, cd, torch.float64, seed=23, special=False)
                 xv = transform(x) if transform else x
-                outer, channels, inner = pt._memory_view(xv, units, cd)
-                tiling = pt._backward_tiling(outer, channels, inner)
-                assert tiling.r_blocks_per_program > 1, tiling
+                outer, channels, inner = pt.memory_view(xv, units, cd)
+                launch = pt.backward_grid(outer, channels, inner, 18, pt._sm_count(xv.device))
+                assert launch.steps > 1, launch
+                splits.append(launch.n_split)
                 _check(x, params, cd, transform=transform, **F64)
+        assert max(splits) > 1, splits  # partial sums from several programs per channel
     finally:
         for k, v in saved.items():
             setattr(pt, k, v)
 
 
 _register(INTERPRETED, "many_programs_and_int64_indexing", _many_programs)
+
+
+class _HostOps(torch.utils._python_dispatch.TorchDispatchMode):
+    """The ATen (and pwlu_det) ops dispatched on the host, allocations and views left out."""
+
+    ALLOCATIONS = {"aten::empty", "aten::empty_like", "aten::empty_strided", "aten::new_empty"}
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.name() not in self.ALLOCATIONS and not func.is_view:
+            self.ops.append(func.name())
+        return func(*args, **(kwargs or {}))
+
+
+def _host_dispatches():
+    """At most 3 host ops per forward and 6 per backward, the op itself included (the budget
+    of the CUDA path: on a GPU each is a launch or a dispatch), kernel launches stubbed."""
+    from pwlu_det.layers import pwlu_triton as pt
+
+    launched = []
+    saved = pt._launch
+    pt._launch = lambda kernel, grid, *args, **kwargs: launched.append(kernel.__name__)
+    try:
+        for layerwise, layout in ((False, torch.contiguous_format), (True, torch.channels_last)):
+            units = 1 if layerwise else 256
+            ps = [
+                p.requires_grad_()
+                for p in _params(units, 16, torch.float32, layerwise=layerwise, seed=5)
+            ]
+            x = torch.randn(2, 256, 25, 38).to(memory_format=layout).requires_grad_()
+            g = torch.randn(2, 256, 25, 38).to(memory_format=layout)
+            with _HostOps() as forward_ops:
+                y = pwlu(x, *ps, channel_dim=1)
+            with _HostOps() as backward_ops:
+                y.backward(g)
+            assert len(forward_ops.ops) <= 3, forward_ops.ops
+            assert len(backward_ops.ops) <= 6, backward_ops.ops
+            assert "pwlu_det::pwlu_forward" in forward_ops.ops, forward_ops.ops
+            assert "pwlu_det::pwlu_backward" in backward_ops.ops, backward_ops.ops
+            print(f"host ops (layer-wise={layerwise}):", forward_ops.ops, backward_ops.ops)
+        assert (
+            launched
+            == ["_pwlu_forward_kernel", "_pwlu_backward_kernel", "_pwlu_param_grad_kernel"] * 2
+        ), launched
+    finally:
+        pt._launch = saved
+
+
+_register(INTERPRETED, "host_dispatches_per_call", _host_dispatches)
 
 
 def _finite_differences():
@@ -460,7 +512,7 @@ def _finite_differences():
     )  # (6, 2): channel_dim 1
 
     def f(x, bl, br, h, kl, kr):
-        return pwlu(x, bl, br, h, kl, kr, channel_dim=1, backend="triton")
+        return pwlu(x, bl, br, h, kl, kr, channel_dim=1)
 
     inputs = [t.clone().requires_grad_() for t in (x, bl, br, heights, kl, kr)]
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
@@ -479,7 +531,7 @@ def _saves_only_x_and_params():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        y = pwlu(x, *params, channel_dim=1, backend="triton")
+        y = pwlu(x, *params, channel_dim=1)
     assert len(saved) == 6, [tuple(t.shape) for t in saved]
     for got, want in zip(saved, (x, *params), strict=True):
         assert got.data_ptr() == want.data_ptr() and got.shape == want.shape
@@ -495,15 +547,15 @@ def _direct_ops():
     params = _params(3, 4, torch.float64, layerwise=False, seed=26)
     canonical = [p.reshape(3, -1) if p.dim() == 2 else p.reshape(3) for p in params]
     x = torch.randn(2, 3, 5, dtype=torch.float64)
-    y = ops.pwlu_triton_forward(x, *canonical, 1)
+    y = ops.pwlu_forward(x, *canonical, 1)
     torch.testing.assert_close(y, pwlu_reference(x, *params, channel_dim=1), rtol=0, atol=1e-12)
-    grads = ops.pwlu_triton_backward(torch.ones_like(x), x, *canonical, 1)
+    grads = ops.pwlu_backward(torch.ones_like(x), x, *canonical, 1)
     assert len(grads) == 6 and grads[0].shape == x.shape and grads[3].shape == (3, 5)
     for bad in (
-        lambda: ops.pwlu_triton_forward(x, *canonical, 2),  # x.shape[2] = 5 != 3 units
-        lambda: ops.pwlu_triton_forward(x, canonical[0][:2], *canonical[1:], 1),
-        lambda: ops.pwlu_triton_forward(x, *canonical[:2], canonical[2][:, :1], *canonical[3:], 1),
-        lambda: ops.pwlu_triton_backward(torch.ones(2, 3), x, *canonical, 1),
+        lambda: ops.pwlu_forward(x, *canonical, 2),  # x.shape[2] = 5 != 3 units
+        lambda: ops.pwlu_forward(x, canonical[0][:2], *canonical[1:], 1),
+        lambda: ops.pwlu_forward(x, *canonical[:2], canonical[2][:, :1], *canonical[3:], 1),
+        lambda: ops.pwlu_backward(torch.ones(2, 3), x, *canonical, 1),
     ):
         try:
             bad()
@@ -526,7 +578,7 @@ def _fake_tensors():
 
     from pwlu_det.layers import pwlu_triton
 
-    assert isinstance(pwlu_triton._pwlu_forward_kernel, JITFunction)
+    assert isinstance(pwlu_triton.kernels._pwlu_forward_kernel, JITFunction)
     ops = torch.ops.pwlu_det
     with FakeTensorMode():
         for memory_format in (torch.contiguous_format, torch.channels_last):
@@ -536,14 +588,14 @@ def _fake_tensors():
                 vec = torch.empty(4, device="cuda")
                 heights = torch.empty(4, 17, device="cuda", dtype=torch.float64)
                 params = (vec, vec, heights, vec, vec)
-                y = ops.pwlu_triton_forward(x, *params, 1)
+                y = ops.pwlu_forward(x, *params, 1)
                 assert (y.shape, y.stride(), y.dtype, y.device) == (
                     x.shape,
                     x.stride(),
                     x.dtype,
                     x.device,
                 )
-                grads = ops.pwlu_triton_backward(y, x, *params, 1)
+                grads = ops.pwlu_backward(y, x, *params, 1)
                 assert grads[0].shape == x.shape and grads[0].dtype == dtype
                 for g, p in zip(grads[1:], params, strict=True):
                     assert (g.shape, g.dtype, g.device) == (p.shape, p.dtype, p.device)
@@ -618,7 +670,7 @@ def test_aot_compile_sm80_sm90(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     builds = json.loads(proc.stdout)
     kernels = {b["kernel"] for b in builds}
-    assert kernels == {"_pwlu_forward_kernel", "_pwlu_backward_kernel"}
+    assert kernels == {"_pwlu_forward_kernel", "_pwlu_backward_kernel", "_pwlu_param_grad_kernel"}
     for arch in (80, 90):
         variants = [b for b in builds if b["arch"] == arch]
         assert {b["kernel"] for b in variants} == kernels
@@ -712,7 +764,7 @@ def _loop_ttir(i32_product_feeds: str) -> str:
 
 def test_ir_offset_check_finds_i32_products() -> None:
     """The TTIR offset checker flags what the 64-bit check must catch, and nothing else."""
-    from pwlu_det.layers.pwlu_triton import i32_offset_multiplies
+    from compile_triton_kernels import i32_offset_multiplies
 
     checked, i32_offsets, multiplies = i32_offset_multiplies(_TTIR_I32_PRODUCT, ["x_ptr"])
     assert checked == 1 and i32_offsets == []  # the final offset is i64, yet it overflowed

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python tools/benchmark_pwlu.py`, pwlu_det not installed
     sys.path.insert(0, str(ROOT))
-from pwlu_det.layers import pwlu, pwlu_cpp  # noqa: E402
+from pwlu_det.layers import pwlu, pwlu_cpp, pwlu_reference  # noqa: E402
 
 SHAPES = ((16, 256, 56, 56), (2, 64, 400, 608))
 # Inference: mask head (RoIs, 14x14 and 28x28), box head (RoIs, channels), small and large maps.
@@ -94,10 +94,10 @@ def activations(channels: int) -> dict[str, Callable[[torch.Tensor], torch.Tenso
     return {
         "SiLU": F.silu,
         "ReLU": F.relu,
-        "PWLU cpp (layer)": lambda x: pwlu(x, *layer, backend="cpp"),
-        "PWLU cpp (channel)": lambda x: pwlu(x, *channel, backend="cpp"),
-        "PWLU reference (layer)": lambda x: pwlu(x, *layer, backend="reference"),
-        "PWLU reference (channel)": lambda x: pwlu(x, *channel, backend="reference"),
+        "PWLU cpp (layer)": lambda x: pwlu(x, *layer),
+        "PWLU cpp (channel)": lambda x: pwlu(x, *channel),
+        "PWLU reference (layer)": lambda x: pwlu_reference(x, *layer),
+        "PWLU reference (channel)": lambda x: pwlu_reference(x, *channel),
     }
 
 
@@ -135,7 +135,7 @@ def run_inference(shape: tuple[int, ...], repeats: int) -> dict[str, float]:
     op = torch.ops.pwlu_det.pwlu_forward
     fns = {
         "SiLU": lambda: F.silu(x),
-        "pwlu()": lambda: pwlu(x, *params, backend="cpp"),
+        "pwlu()": lambda: pwlu(x, *params),
         "torch.ops": lambda: op(x, *params, 1),
     }
     with torch.no_grad():
@@ -169,8 +169,8 @@ def _cuda_ops(channels: int, device: torch.device) -> dict[str, tuple[Callable, 
         "copy": (lambda x: x.clone(), []),
         "SiLU": (F.silu, []),
         "ReLU": (F.relu, []),
-        "PWLU layer": (lambda x: pwlu(x, *layer, backend="triton"), layer),
-        "PWLU channel": (lambda x: pwlu(x, *channel, backend="triton"), channel),
+        "PWLU layer": (lambda x: pwlu(x, *layer), layer),
+        "PWLU channel": (lambda x: pwlu(x, *channel), channel),
     }
 
 

@@ -1,19 +1,13 @@
-// Registers pwlu_det's operators with PyTorch (torch.ops.pwlu_det.*) and makes the shared
-// library importable as the Python module pwlu_det._C.
+// Registers the CPU kernels of pwlu_det's operators (their schemas, fake implementations and
+// autograd are defined once, in pwlu_det/layers/pwlu_op.py) and the instruction-set switch, and
+// makes the shared library importable as the Python module pwlu_det._C.
 #include <torch/extension.h>
 #include <torch/library.h>
 
 #include "pwlu/pwlu.h"
 #include "pwlu/pwlu_kernels.h"
 
-TORCH_LIBRARY(pwlu_det, m) {
-  m.def(
-      "pwlu_forward(Tensor x, Tensor left_bound, Tensor right_bound, Tensor heights, "
-      "Tensor left_slope, Tensor right_slope, int channel_dim) -> Tensor");
-  m.def(
-      "pwlu_backward(Tensor grad_y, Tensor x, Tensor left_bound, Tensor right_bound, "
-      "Tensor heights, Tensor left_slope, Tensor right_slope, int channel_dim) "
-      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+TORCH_LIBRARY_FRAGMENT(pwlu_det, m) {
   m.def("cpu_capability() -> str", &pwlu_det::kernels::cpu_capability);
   m.def("set_cpu_capability(str name) -> ()", &pwlu_det::kernels::set_cpu_capability);
 }

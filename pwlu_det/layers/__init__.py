@@ -1,15 +1,15 @@
-"""PWLU layers: the op (reference, C++ and Triton backends) and the module."""
+"""PWLU layers: the op (C++ CPU and Triton CUDA kernels, plain-PyTorch reference) and the module."""
 
 from .pwlu_module import PWLU, REALIGN_MODES, RealignResult
-from .pwlu_op import BACKENDS, pwlu, resolve_backend
+from .pwlu_op import PARAM_NAMES, has_kernel, pwlu
 from .pwlu_reference import pwlu_reference
 
 __all__ = [
-    "BACKENDS",
+    "PARAM_NAMES",
     "PWLU",
     "REALIGN_MODES",
     "RealignResult",
+    "has_kernel",
     "pwlu",
     "pwlu_reference",
-    "resolve_backend",
 ]

@@ -1,23 +1,30 @@
-"""The fused C++ CPU backend: loads ``pwlu_det._C`` and teaches PyTorch its autograd and shapes.
+"""The C++ extension ``pwlu_det._C``: loading it registers the CPU kernels of the PWLU op.
 
-The operators themselves are defined in C++ (``csrc/bindings.cpp``):
-``torch.ops.pwlu_det.pwlu_forward`` and ``torch.ops.pwlu_det.pwlu_backward``. Here they get a
-fake (meta) implementation, so ``torch.compile`` and ``torch.export`` trace through them without
-graph breaks, and an autograd formula that saves only ``x`` and the parameters.
+The op's schema, fake implementation and autograd formula are defined in :mod:`.pwlu_op`; the
+extension adds only kernels (``csrc/bindings.cpp``: ``TORCH_LIBRARY_IMPL(pwlu_det, CPU)``) and the
+instruction-set switch below. Under Triton's interpreter (``TRITON_INTERPRET=1``) it is not
+loaded: CPU tensors then run the Triton kernels (see :mod:`.pwlu_op`).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
 __all__ = ["available", "cpu_capability", "set_cpu_capability", "unavailable_reason"]
 
-try:
-    from pwlu_det import _C  # noqa: F401  (loading it registers torch.ops.pwlu_det.*)
-except ImportError as e:  # not built: `pip install --no-build-isolation -e .`
-    _IMPORT_ERROR: str | None = f"pwlu_det._C could not be imported: {e}"
+if os.environ.get("TRITON_INTERPRET", "0") == "1":
+    _IMPORT_ERROR: str | None = (
+        "not loaded under TRITON_INTERPRET=1 (CPU tensors run the Triton kernels)"
+    )
 else:
-    _IMPORT_ERROR = None
+    try:
+        from pwlu_det import _C  # noqa: F401  (loading it registers the CPU kernels)
+    except ImportError as e:  # not built: `pip install --no-build-isolation -e .`
+        _IMPORT_ERROR = f"pwlu_det._C could not be imported: {e}"
+    else:
+        _IMPORT_ERROR = None
 
 
 def available() -> bool:
@@ -42,39 +49,3 @@ def set_cpu_capability(name: str) -> None:
         RuntimeError: unknown name, or the CPU lacks those instructions.
     """
     torch.ops.pwlu_det.set_cpu_capability(name)
-
-
-def _forward_fake(x, left_bound, right_bound, heights, left_slope, right_slope, channel_dim):
-    return torch.empty_like(x)
-
-
-def _backward_fake(
-    grad_y, x, left_bound, right_bound, heights, left_slope, right_slope, channel_dim
-):
-    return (
-        torch.empty_like(x),
-        torch.empty_like(left_bound),
-        torch.empty_like(right_bound),
-        torch.empty_like(heights),
-        torch.empty_like(left_slope),
-        torch.empty_like(right_slope),
-    )
-
-
-def _setup_context(ctx, inputs, output):
-    *tensors, channel_dim = inputs
-    ctx.save_for_backward(*tensors)
-    ctx.channel_dim = channel_dim
-
-
-def _backward(ctx, grad_y):
-    grads = torch.ops.pwlu_det.pwlu_backward(grad_y, *ctx.saved_tensors, ctx.channel_dim)
-    return (*grads, None)
-
-
-if available():
-    torch.library.register_fake("pwlu_det::pwlu_forward")(_forward_fake)
-    torch.library.register_fake("pwlu_det::pwlu_backward")(_backward_fake)
-    torch.library.register_autograd(
-        "pwlu_det::pwlu_forward", _backward, setup_context=_setup_context
-    )

@@ -22,7 +22,7 @@ from torch import nn
 
 from . import pwlu_cpp
 from .pwlu_inference import inference_tables, pwlu_inference
-from .pwlu_op import canonical_params, pwlu
+from .pwlu_op import canonical_params, pwlu_canonical
 from .pwlu_reference import pwlu_reference
 
 __all__ = [
@@ -191,13 +191,10 @@ class PWLU(nn.Module):
                 # Zero gradients keep the parameters "used" for DistributedDataParallel.
                 out = out + 0.0 * sum(p.sum() for p in self._params()).to(out.dtype)
             return out
-        if x.device.type == "cpu" and pwlu_cpp.available():
-            # The fused op directly: the module's parameters are valid by construction, so
-            # pwlu()'s Python checks would only add per-call overhead (x is checked in C++).
-            channel_dim = 0 if self.num_channels is None else self.channel_dim % x.dim()
-            params = canonical_params(*self._params())
-            return torch.ops.pwlu_det.pwlu_forward(x, *params, channel_dim)
-        return pwlu(x, *self._params(), channel_dim=self.channel_dim)
+        # The op directly: the module's parameters are valid by construction, so pwlu()'s
+        # Python checks would only add per-call overhead (the kernels check x).
+        channel_dim = 0 if self.num_channels is None else self.channel_dim % x.dim()
+        return pwlu_canonical(x, canonical_params(*self._params()), channel_dim)
 
     def _reduce_dims(self, x: torch.Tensor) -> list[int]:
         if self.num_channels is None:

@@ -1,14 +1,27 @@
-"""The public PWLU function: input checks and the choice of backend.
+"""The PWLU op: one operator per direction, a kernel per device, and the public ``pwlu()``.
 
-Backends (all compute the same function, see :mod:`pwlu_det.layers.pwlu_reference`):
+``torch.ops.pwlu_det.pwlu_forward(x, left_bound, right_bound, heights, left_slope, right_slope,
+channel_dim) -> y`` and ``torch.ops.pwlu_det.pwlu_backward(grad_y, x, <the five parameters>,
+channel_dim) -> (grad_x, g_left_bound, g_right_bound, g_heights, g_left_slope, g_right_slope)``
+are defined here, once, with their fake (meta) implementation and the autograd formula of the
+forward (it saves only ``x`` and the parameters). Their kernels, one per device:
 
-- ``"reference"``: plain PyTorch ops; the oracle, and the path for TorchScript and ONNX export.
-- ``"cpp"``: the fused C++ CPU kernel (``torch.ops.pwlu_det.pwlu_forward``).
-- ``"triton"``: the Triton kernel for CUDA (``torch.ops.pwlu_det.pwlu_triton_forward``); it
-  also accepts CPU tensors when ``TRITON_INTERPRET=1`` is set (Triton's interpreter).
+- CPU: the fused C++ kernel (``csrc/``), registered by the C++ extension ``pwlu_det._C``;
+- CUDA: the Triton kernels (:mod:`.pwlu_triton`), registered here. Under Triton's interpreter
+  (``TRITON_INTERPRET=1``) they are the CPU kernels instead, and ``_C`` is not loaded: that is
+  how the tests run the CUDA kernels without a GPU.
 
-The fused backends take the parameters in a canonical form: ``(P,)`` for the bounds and slopes
-and ``(P, N + 1)`` for the heights, with ``P == 1`` for a layer-wise unit and ``P == C`` for a
+The dispatcher picks the kernel from the device of ``x``; ``pwlu()`` and the PWLU module call the
+op directly (:func:`pwlu_canonical`). Where a device has no kernel (the extension not built,
+Triton missing) they compute the plain-PyTorch reference instead (:mod:`.pwlu_reference`), with
+a one-time warning; so does ``pwlu()`` while TorchScript scripts or traces or ONNX exports.
+
+What ``torch.compile`` sees: the op as one opaque node (an extern kernel call in Inductor's
+code), traced through its fake implementation, with no graph break; ``torch.export`` keeps it as
+``torch.ops.pwlu_det.pwlu_forward``.
+
+The ops take the parameters in a canonical form: ``(P,)`` for the bounds and slopes and
+``(P, N + 1)`` for the heights, with ``P == 1`` for a layer-wise unit and ``P == C`` for a
 channel-wise one, and a non-negative ``channel_dim``.
 """
 
@@ -21,13 +34,26 @@ import torch
 
 from .pwlu_reference import pwlu_reference
 
-__all__ = ["BACKENDS", "canonical_params", "pwlu", "resolve_backend"]
+__all__ = ["PARAM_NAMES", "canonical_params", "has_kernel", "pwlu", "pwlu_canonical"]
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "reference", "cpp", "triton")
-_PARAM_NAMES = ("left_bound", "right_bound", "heights", "left_slope", "right_slope")
+PARAM_NAMES = ("left_bound", "right_bound", "heights", "left_slope", "right_slope")
+_PARAMS = (
+    "Tensor left_bound, Tensor right_bound, Tensor heights, Tensor left_slope, Tensor right_slope"
+)
+FORWARD_SCHEMA = f"pwlu_forward(Tensor x, {_PARAMS}, int channel_dim) -> Tensor"
+BACKWARD_SCHEMA = (
+    f"pwlu_backward(Tensor grad_y, Tensor x, {_PARAMS}, int channel_dim) -> (Tensor grad_x, "
+    "Tensor g_left_bound, Tensor g_right_bound, Tensor g_heights, Tensor g_left_slope, "
+    "Tensor g_right_slope)"
+)
 _warned: set[str] = set()
+
+
+def triton_interpreting() -> bool:
+    """True when Triton's CPU interpreter is on (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -43,77 +69,130 @@ def _exporting() -> bool:
     return torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
-def triton_interpreting() -> bool:
-    """True when Triton's CPU interpreter is on (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+# --------------------------------------------------------------------------------------------
+# The operators
+# --------------------------------------------------------------------------------------------
+
+_LIB = torch.library.Library("pwlu_det", "FRAGMENT")  # noqa: TOR901 (kept alive: owns the defs)
+_LIB.define(FORWARD_SCHEMA)
+_LIB.define(BACKWARD_SCHEMA)
 
 
-def resolve_backend(backend: str, x: torch.Tensor) -> str:
-    """The concrete backend that computes ``pwlu`` for ``x``.
+@torch.library.register_fake("pwlu_det::pwlu_forward")
+def _forward_fake(x, left_bound, right_bound, heights, left_slope, right_slope, channel_dim):
+    check_canonical(x, (left_bound, right_bound, heights, left_slope, right_slope), channel_dim)
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake("pwlu_det::pwlu_backward")
+def _backward_fake(
+    grad_y, x, left_bound, right_bound, heights, left_slope, right_slope, channel_dim
+):
+    params = (left_bound, right_bound, heights, left_slope, right_slope)
+    check_canonical(x, params, channel_dim)
+    return (torch.empty_like(x), *(torch.empty_like(p) for p in params))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    *tensors, channel_dim = inputs
+    ctx.save_for_backward(*tensors)  # x and the five parameters, nothing else
+    ctx.channel_dim = channel_dim
+
+
+def _backward(ctx, grad_y):
+    grads = torch.ops.pwlu_det.pwlu_backward(grad_y, *ctx.saved_tensors, ctx.channel_dim)
+    return (*grads, None)
+
+
+torch.library.register_autograd("pwlu_det::pwlu_forward", _backward, setup_context=_setup_context)
+
+
+def _triton_forward(x, *args):
+    check_canonical(x, args[:5], args[5])
+    from . import pwlu_triton  # imports Triton on the first call only
+
+    return pwlu_triton.forward(x, *args)
+
+
+def _triton_backward(grad_y, x, *args):
+    check_canonical(x, args[:5], args[5])
+    if tuple(grad_y.shape) != tuple(x.shape):
+        raise ValueError(
+            f"pwlu_backward: grad_y {tuple(grad_y.shape)} does not match x {tuple(x.shape)}"
+        )
+    from . import pwlu_triton
+
+    return pwlu_triton.backward(grad_y, x, *args)
+
+
+def _register_kernels() -> dict[str, str]:
+    """Register the kernels of each device; return ``{device type: why it has none}``."""
+    import importlib.util
+
+    from . import pwlu_cpp  # loads _C, which registers the C++ CPU kernels (not when interpreting)
+
+    missing = {}
+    if importlib.util.find_spec("triton") is None:
+        missing["cuda"] = "triton is not installed"
+    else:
+        triton_devices = ("cpu", "cuda") if triton_interpreting() else ("cuda",)
+        for device in triton_devices:
+            torch.library.register_kernel(
+                "pwlu_det::pwlu_forward", device, _triton_forward, lib=_LIB
+            )
+            torch.library.register_kernel(
+                "pwlu_det::pwlu_backward", device, _triton_backward, lib=_LIB
+            )
+    if not triton_interpreting() and not pwlu_cpp.available():
+        missing["cpu"] = f"the C++ extension is unavailable ({pwlu_cpp.unavailable_reason()})"
+    return missing
+
+
+_MISSING_KERNELS = _register_kernels()
+
+
+def has_kernel(device_type: str) -> bool:
+    """True when the op has a kernel for tensors on ``device_type`` (``"cpu"``, ``"cuda"``)."""
+    return device_type in ("cpu", "cuda") and device_type not in _MISSING_KERNELS
+
+
+# --------------------------------------------------------------------------------------------
+# Checks and the public function
+# --------------------------------------------------------------------------------------------
+
+
+def check_canonical(x: torch.Tensor, params: tuple[torch.Tensor, ...], channel_dim: int) -> None:
+    """Check the ops' arguments: canonical parameter shapes that match ``x``.
 
     Raises:
-        ValueError: unknown backend name.
-        RuntimeError: the requested backend cannot run here; the message says why.
+        ValueError: a shape that does not fit (the message names it).
     """
-    from . import pwlu_cpp
-
-    if backend not in BACKENDS:
-        raise ValueError(f"pwlu: backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        if _exporting():
-            return "reference"
-        if x.device.type == "cuda":
-            from . import pwlu_triton  # imports Triton: only where it is needed
-
-            if pwlu_triton.available():
-                return "triton"
-            _warn_once(
-                "triton",
-                f"pwlu: Triton is unavailable ({pwlu_triton.unavailable_reason()})"
-                "; using the slow reference backend on CUDA",
-            )
-            return "reference"
-        if x.device.type == "cpu" and pwlu_cpp.available():
-            return "cpp"
-        _warn_once(
-            f"cpp-{x.device.type}",
-            f"pwlu: the C++ extension is unavailable ({pwlu_cpp.unavailable_reason()}) for "
-            f"{x.device.type} tensors; using the slow reference backend",
+    left_bound, right_bound, heights, left_slope, right_slope = params
+    if heights.dim() != 2 or heights.shape[1] < 2:
+        raise ValueError(
+            f"pwlu op: heights must be (P, N + 1) with N >= 1, got {tuple(heights.shape)}"
         )
-        return "reference"
-    if backend == "cpp":
-        if not pwlu_cpp.available():
-            raise RuntimeError(
-                f"pwlu: backend 'cpp' is unavailable: {pwlu_cpp.unavailable_reason()}. "
-                "Build it with `pip install --no-build-isolation -e .` (or `make setup`)"
-            )
-        if x.device.type != "cpu":
-            raise RuntimeError(f"pwlu: backend 'cpp' runs on CPU tensors, x is on {x.device}")
-    if backend == "triton":
-        from . import pwlu_triton
-
-        if not pwlu_triton.available():
-            raise RuntimeError(
-                f"pwlu: backend 'triton' is unavailable: {pwlu_triton.unavailable_reason()}"
-            )
-        if x.device.type != "cuda" and not (x.device.type == "cpu" and triton_interpreting()):
-            raise RuntimeError(
-                f"pwlu: backend 'triton' needs CUDA tensors (x is on {x.device}); CPU tensors "
-                "work only under Triton's interpreter, TRITON_INTERPRET=1"
-            )
-    return backend
+    units = heights.shape[0]
+    for name, p in zip(PARAM_NAMES, params, strict=True):
+        if name != "heights" and tuple(p.shape) != (units,):
+            raise ValueError(f"pwlu op: {name} must have shape ({units},), got {tuple(p.shape)}")
+    if units != 1 and (not 0 <= channel_dim < x.dim() or x.shape[channel_dim] != units):
+        raise ValueError(
+            f"pwlu op: {units} parameter sets need x.shape[channel_dim] == {units}; x has shape "
+            f"{tuple(x.shape)}, channel_dim={channel_dim}"
+        )
 
 
 def _check_inputs(x: torch.Tensor, params: tuple[torch.Tensor, ...], channel_dim: int) -> int:
     """Validate the arguments of :func:`pwlu`; return ``channel_dim`` made non-negative."""
-    for name, value in zip(("x", *_PARAM_NAMES), (x, *params), strict=True):
+    for name, value in zip(("x", *PARAM_NAMES), (x, *params), strict=True):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"pwlu: {name} must be a tensor, got {type(value).__name__}")
         if not value.is_floating_point():
             raise TypeError(f"pwlu: {name} must be a floating-point tensor, got {value.dtype}")
         if value.device != x.device:
             raise ValueError(f"pwlu: {name} is on {value.device} but x is on {x.device}")
-    bounds_and_slopes = {n: p for n, p in zip(_PARAM_NAMES, params, strict=True) if n != "heights"}
+    bounds_and_slopes = {n: p for n, p in zip(PARAM_NAMES, params, strict=True) if n != "heights"}
     heights = params[2]
     if heights.dim() not in (1, 2) or heights.shape[-1] < 2:
         raise ValueError(
@@ -171,6 +250,24 @@ def canonical_params(
     )
 
 
+def pwlu_canonical(
+    x: torch.Tensor, params: tuple[torch.Tensor, ...], channel_dim: int
+) -> torch.Tensor:
+    """The op on checked, canonical arguments (see :func:`canonical_params`); the reference,
+    with a one-time warning, where ``x``'s device has no kernel."""
+    if has_kernel(x.device.type):
+        return torch.ops.pwlu_det.pwlu_forward(x, *params, channel_dim)
+    _warn_once(
+        x.device.type,
+        f"pwlu: no kernel for {x.device.type} tensors "
+        f"({_MISSING_KERNELS.get(x.device.type, 'none is built for this device')}); "
+        "using the slow reference",
+    )
+    if params[2].shape[0] == 1:  # one unit: the same as its layer-wise form
+        params = tuple(p[0] for p in params)
+    return pwlu_reference(x, *params, channel_dim=channel_dim)
+
+
 def pwlu(
     x: torch.Tensor,
     left_bound: torch.Tensor,
@@ -180,11 +277,11 @@ def pwlu(
     right_slope: torch.Tensor,
     *,
     channel_dim: int = 1,
-    backend: str = "auto",
 ) -> torch.Tensor:
     """Piecewise Linear Unit: N uniform intervals on [B_L, B_R] plus two outer linear pieces.
 
-    Differentiable in ``x`` and in all five parameters.
+    Differentiable in ``x`` and in all five parameters. Runs the op's kernel for ``x``'s device
+    (see the module doc).
 
     Args:
         x: input of any shape and float dtype (float16/bfloat16 are computed in float32,
@@ -195,22 +292,16 @@ def pwlu(
             ``(C, N + 1)``.
         left_slope, right_slope: K_L and K_R of the outer pieces, shaped like the bounds.
         channel_dim: the channel dimension of ``x`` (channel-wise only).
-        backend: ``"auto"``, ``"reference"``, ``"cpp"`` or ``"triton"`` (see module doc).
 
     Returns:
         ``f(x)``, same shape, dtype and device as ``x``.
 
     Raises:
         TypeError: a non-tensor or non-floating-point argument.
-        ValueError: mismatched shapes or devices, ``channel_dim`` out of range, unknown backend.
-        RuntimeError: the requested backend is unavailable here.
+        ValueError: mismatched shapes or devices, ``channel_dim`` out of range.
     """
     params = (left_bound, right_bound, heights, left_slope, right_slope)
     channel_dim = _check_inputs(x, params, channel_dim)
-    backend = resolve_backend(backend, x)
-    if backend == "reference":
+    if _exporting():  # exported graphs hold standard ops only
         return pwlu_reference(x, *params, channel_dim=channel_dim)
-    canonical = canonical_params(*params)
-    if backend == "cpp":
-        return torch.ops.pwlu_det.pwlu_forward(x, *canonical, channel_dim)
-    return torch.ops.pwlu_det.pwlu_triton_forward(x, *canonical, channel_dim)
+    return pwlu_canonical(x, canonical_params(*params), channel_dim)

@@ -33,7 +33,7 @@ def interpreting() -> bool:
     """True when this process runs the kernels in Triton's interpreter."""
     from triton.runtime.jit import JITFunction
 
-    interpreted = not isinstance(pwlu_triton._pwlu_forward_kernel, JITFunction)
+    interpreted = not isinstance(pwlu_triton.kernels._pwlu_forward_kernel, JITFunction)
     return interpreted and os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -93,6 +93,16 @@ def randn(shape: Sequence[int], dtype=torch.float32, *, seed: int = 1, device="c
     return x.to(dtype).to(device)
 
 
+def apply(backend: str, x: torch.Tensor, *ps: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    """``"triton"``: the op (on CUDA tensors, and on CPU ones under the interpreter, its kernel
+    is the Triton one); ``"reference"``: the plain-PyTorch reference."""
+    if backend == "reference":
+        return pwlu_reference(x, *ps, channel_dim=channel_dim)
+    if backend != "triton":
+        raise ValueError(f"unknown backend {backend!r}")
+    return pwlu(x, *ps, channel_dim=channel_dim)
+
+
 def run(
     backend: str,
     x: torch.Tensor,
@@ -105,7 +115,7 @@ def run(
     leaf = x.detach().clone().requires_grad_()
     leaves = [p.detach().clone().requires_grad_() for p in ps]
     inp = transform(leaf) if transform is not None else leaf
-    y = pwlu(inp, *leaves, channel_dim=channel_dim, backend=backend)
+    y = apply(backend, inp, *leaves, channel_dim=channel_dim)
     y.backward(grad_y)
     return y.detach(), [leaf.grad, *(p.grad for p in leaves)]
 
@@ -175,7 +185,7 @@ class TritonPWLU(torch.nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return pwlu(x, *self.params, channel_dim=1, backend=self.backend)
+        return apply(self.backend, x, *self.params, channel_dim=1)
 
 
 __all__ = [
@@ -185,6 +195,7 @@ __all__ = [
     "NO_GPU_REASON",
     "PARAM_NAMES",
     "TritonPWLU",
+    "apply",
     "check_against_reference",
     "interpreting",
     "params",
@@ -209,37 +220,28 @@ class LaunchRecorder:
         self._saved = None
 
     def __enter__(self) -> LaunchRecorder:
-        self._saved = pwlu_triton._traceable
+        self._saved = pwlu_triton._launch
         saved, launches = self._saved, self.launches
 
-        def traceable(kernel):
-            launch = saved(kernel)
+        def launch(kernel, grid, *args, **kwargs):
+            x = args[0]
+            current = torch.cuda.current_device() if x.device.type == "cuda" else None
+            launches.append(
+                {
+                    "kernel": getattr(kernel, "fn", kernel).__name__,
+                    "grid": grid,
+                    "device": x.device,
+                    "current": current,
+                    "INDEX_64": kwargs.get("INDEX_64"),
+                }
+            )
+            return saved(kernel, grid, *args, **kwargs)
 
-            class Grid:
-                def __getitem__(self, grid):
-                    def call(*args, **kwargs):
-                        x = args[0]
-                        current = torch.cuda.current_device() if x.device.type == "cuda" else None
-                        launches.append(
-                            {
-                                "kernel": getattr(kernel, "fn", kernel).__name__,
-                                "grid": grid,
-                                "device": x.device,
-                                "current": current,
-                                "INDEX_64": kwargs.get("INDEX_64"),
-                            }
-                        )
-                        return launch[grid](*args, **kwargs)
-
-                    return call
-
-            return Grid()
-
-        pwlu_triton._traceable = traceable
+        pwlu_triton._launch = launch
         return self
 
     def __exit__(self, *exc) -> None:
-        pwlu_triton._traceable = self._saved
+        pwlu_triton._launch = self._saved
 
 
 class HostReads(torch.utils._python_dispatch.TorchDispatchMode):

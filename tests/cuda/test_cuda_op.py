@@ -181,9 +181,9 @@ def _large_tensor_check(dev: torch.device) -> None:
     grad_y = torch.randn(shape, device=dev, generator=gen).to(torch.bfloat16)
     ps = [p.requires_grad_() for p in params(4, seed=24, device=dev)]
     with LaunchRecorder() as rec:
-        y = pwlu(x.requires_grad_(), *ps, channel_dim=1, backend="triton")
+        y = pwlu(x.requires_grad_(), *ps, channel_dim=1)
         y.backward(grad_y)
-    assert [launch["INDEX_64"] for launch in rec.launches] == [True, True], rec.launches
+    assert [launch["INDEX_64"] for launch in rec.launches[:2]] == [True, True], rec.launches
     sums = [torch.zeros_like(p, dtype=torch.float64) for p in ps]
     rows = 4096
     for c in range(4):
@@ -215,14 +215,11 @@ def test_more_than_2_31_elements(device: str) -> None:
     if device == "cuda":
         _large_tensor_check(dev)
         return
-    saved = {
-        k: getattr(pwlu_triton, k)
-        for k in ("_FORWARD_BLOCK", "_BACKWARD_TILE", "_MAX_BLOCK_C", "_BACKWARD_MAX_PROGRAMS")
-    }
-    saved_max = pwlu_triton._INT32_MAX
+    small = {"_FORWARD_TILE": 64, "_WARP_TILE": 16, "_GROUPS": 2, "_PROGRAMS_PER_SM": 2}
+    saved = {k: getattr(pwlu_triton, k) for k in (*small, "_INT32_MAX")}
     try:
-        pwlu_triton._FORWARD_BLOCK, pwlu_triton._BACKWARD_TILE = 64, 32
-        pwlu_triton._MAX_BLOCK_C, pwlu_triton._BACKWARD_MAX_PROGRAMS = 4, 3
+        for k, v in small.items():
+            setattr(pwlu_triton, k, v)
         pwlu_triton._INT32_MAX = 0  # every launch takes the INDEX_64 path
         for shape, layerwise, cl in (
             ((2, 6, 5, 7), False, False),
@@ -234,12 +231,11 @@ def test_more_than_2_31_elements(device: str) -> None:
             transform = (lambda t: t.to(memory_format=torch.channels_last)) if cl else None
             with LaunchRecorder() as rec:
                 check_against_reference(x, ps, 1, transform=transform)
-            index_64 = [launch["INDEX_64"] for launch in rec.launches]
+            index_64 = [launch["INDEX_64"] for launch in rec.launches[:2]]
             assert index_64 == [True, True], rec.launches
     finally:
         for k, v in saved.items():
             setattr(pwlu_triton, k, v)
-        pwlu_triton._INT32_MAX = saved_max
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,7 +244,7 @@ def test_more_than_2_31_elements(device: str) -> None:
 
 
 def test_input_on_another_device_than_the_current(device: str) -> None:
-    """x on cuda:1 while cuda:0 is current: both launches run with x's device current.
+    """x on cuda:1 while cuda:0 is current: all three launches run with x's device current.
 
     Twin: the launch path calls the device guard for x (recorded) and computes correctly.
     """
@@ -277,9 +273,9 @@ def test_input_on_another_device_than_the_current(device: str) -> None:
     finally:
         pwlu_triton._device_guard = guard
     assert entered == [dev, dev], entered
-    assert [launch["device"] for launch in rec.launches] == [dev, dev]
+    assert [launch["device"] for launch in rec.launches] == [dev, dev, dev]
     want = dev.index if device == "cuda" else None
-    assert [launch["current"] for launch in rec.launches] == [want, want]
+    assert [launch["current"] for launch in rec.launches] == [want, want, want]
 
 
 def test_side_stream(device: str) -> None:
@@ -298,7 +294,7 @@ def test_side_stream(device: str) -> None:
         context = contextlib.nullcontext()
     with context:
         x = torch.conv2d(x0, weight, padding=1)  # still running when the kernel is queued
-        y = pwlu(x, *ps, channel_dim=1, backend="triton")
+        y = pwlu(x, *ps, channel_dim=1)
     if device == "cuda":
         torch.cuda.current_stream(dev).wait_stream(stream)
     torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
@@ -383,10 +379,10 @@ def test_bfloat16_autocast(device: str) -> None:
 # torch.compile and torch.export
 # --------------------------------------------------------------------------------------------
 # The interpreter's kernels run only eagerly (they read tensor memory through numpy, which
-# fake tensors do not have), so the twins trace pwlu(backend="auto") on CPU: the same public
-# dispatch, fake kernel registration and autograd formula, on the C++ op (or the reference
-# where the extension is not built), with the aot_eager backend (Dynamo + AOTAutograd without
-# a C++ compile). On the GPU, auto is the Triton op and the backend is Inductor.
+# fake tensors do not have), so the twins trace pwlu() through the op's fake implementation and
+# autograd formula with the aot_eager backend (Dynamo + AOTAutograd without a C++ compile),
+# whose graph then runs the op's CPU kernel: the Triton one, interpreted. On the GPU the backend
+# is Inductor, which calls the op as an extern kernel.
 
 
 def _counting_backend(device: str, graphs: list):
@@ -439,14 +435,12 @@ def test_torch_export(device: str) -> None:
     """torch.export of a module with PWLU: the op is in the graph, the program runs and
     matches eager, with a dynamic batch size."""
     dev = torch_device(device)
-    model = TritonPWLU(6, backend="auto").to(dev)
+    model = TritonPWLU(6).to(dev)
     x = randn((2, 6, 5, 7), seed=36, device=dev)
     batch = torch.export.Dim("batch", min=1, max=64)
     program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
     code = program.graph_module.code
-    assert "pwlu_det" in code or "where" in code, code  # the custom op, or reference ops
-    if device == "cuda":  # the op, or its kernel if export decomposed the triton_op
-        assert "pwlu_triton_forward" in code or "triton_kernel_wrapper" in code, code
+    assert "torch.ops.pwlu_det.pwlu_forward.default" in code, code  # the op, kept whole
     for shape in ((2, 6, 5, 7), (5, 6, 5, 7)):
         xs = randn(shape, seed=37, device=dev)
         torch.testing.assert_close(program.module()(xs), model(xs), rtol=1e-6, atol=1e-6)
@@ -503,7 +497,7 @@ def test_gradcheck(device: str) -> None:
     ).t()
 
     def f(x, bl, br, h, kl, kr):
-        return pwlu(x, bl, br, h, kl, kr, channel_dim=1, backend="triton")
+        return pwlu(x, bl, br, h, kl, kr, channel_dim=1)
 
     inputs = [t.contiguous().to(dev).requires_grad_() for t in (x, bl, br, heights, kl, kr)]
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
@@ -514,16 +508,20 @@ def test_gradcheck(device: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_one_kernel_launch_each_way(device: str) -> None:
-    """Forward launches the forward kernel once, backward the backward kernel once, each with
-    x's device current."""
+def test_launches_each_way(device: str) -> None:
+    """Forward launches the forward kernel once; backward the main kernel and the finalize
+    kernel once each; all with x's device current."""
     dev = torch_device(device)
     ps = params(4, seed=44, device=dev)
     x = randn((2, 4, 8, 8), seed=45, device=dev)
     with LaunchRecorder() as rec:
         run("triton", x, ps, 1, torch.ones_like(x))
     kernels = [launch["kernel"] for launch in rec.launches]
-    assert kernels == ["_pwlu_forward_kernel", "_pwlu_backward_kernel"], kernels
+    assert kernels == [
+        "_pwlu_forward_kernel",
+        "_pwlu_backward_kernel",
+        "_pwlu_param_grad_kernel",
+    ], kernels
     assert all(launch["device"] == dev for launch in rec.launches)
 
 
@@ -550,7 +548,7 @@ def test_training_step_needs_no_host_sync(device: str) -> None:
     x = randn((2, 4, 8, 8), seed=47, device=dev).requires_grad_()
     g = torch.ones_like(x)
     with _no_host_sync(device):
-        y = pwlu(x, *ps, channel_dim=1, backend="triton")
+        y = pwlu(x, *ps, channel_dim=1)
         y.backward(g)
     assert x.grad is not None and all(p.grad is not None for p in ps)
     if device != "cuda":  # the CPU recorder sees a read when there is one
@@ -579,6 +577,6 @@ def test_phase_one_statistics_need_no_host_sync(device: str) -> None:
     act.realign()
     x = randn((2, 4, 6, 6), seed=60, device=dev).requires_grad_()
     with _no_host_sync(device):
-        y = pwlu(x, *act.parameters(), channel_dim=1, backend="triton")
+        y = pwlu(x, *act.parameters(), channel_dim=1)
         y.sum().backward()
     torch.testing.assert_close(y, act(x), rtol=1e-6, atol=1e-6)
