@@ -111,7 +111,7 @@ def _triton_forward(x, *args):
     check_canonical(x, args[:5], args[5])
     from . import pwlu_triton  # imports Triton on the first call only
 
-    return pwlu_triton.forward(x, *args)
+    return pwlu_triton.forward(x, args[:5], args[5])
 
 
 def _triton_backward(grad_y, x, *args):
@@ -122,7 +122,7 @@ def _triton_backward(grad_y, x, *args):
         )
     from . import pwlu_triton
 
-    return pwlu_triton.backward(grad_y, x, *args)
+    return pwlu_triton.backward(grad_y, x, args[:5], args[5])
 
 
 def _register_kernels() -> dict[str, str]:

@@ -223,18 +223,11 @@ def _units(heights: torch.Tensor) -> tuple[int, int]:
     return heights.shape[0], heights.shape[1] - 1
 
 
-def forward(
-    x: torch.Tensor,
-    left_bound: torch.Tensor,
-    right_bound: torch.Tensor,
-    heights: torch.Tensor,
-    left_slope: torch.Tensor,
-    right_slope: torch.Tensor,
-    channel_dim: int,
-) -> torch.Tensor:
-    """``y = f(x)``: one launch. Arguments as ``pwlu_det::pwlu_forward`` (checked there)."""
-    params = _contiguous((left_bound, right_bound, heights, left_slope, right_slope))
-    units, num_intervals = _units(heights)
+def forward(x: torch.Tensor, params: tuple[torch.Tensor, ...], channel_dim: int) -> torch.Tensor:
+    """``y = f(x)``: one launch. ``params``: the five canonical parameters, checked by the op
+    (``pwlu_det::pwlu_forward``)."""
+    params = _contiguous(params)
+    units, num_intervals = _units(params[2])
     x = _as_dense(x)
     y = torch.empty_like(x)  # keeps x's (dense) strides
     if x.numel() == 0:
@@ -266,19 +259,12 @@ def forward(
 
 
 def backward(
-    grad_y: torch.Tensor,
-    x: torch.Tensor,
-    left_bound: torch.Tensor,
-    right_bound: torch.Tensor,
-    heights: torch.Tensor,
-    left_slope: torch.Tensor,
-    right_slope: torch.Tensor,
-    channel_dim: int,
+    grad_y: torch.Tensor, x: torch.Tensor, params: tuple[torch.Tensor, ...], channel_dim: int
 ) -> tuple[torch.Tensor, ...]:
     """``(grad_x, g_left_bound, g_right_bound, g_heights, g_left_slope, g_right_slope)``: the
     main kernel and the finalize kernel. Arguments as ``pwlu_det::pwlu_backward``."""
-    params = _contiguous((left_bound, right_bound, heights, left_slope, right_slope))
-    units, num_intervals = _units(heights)
+    params = _contiguous(params)
+    units, num_intervals = _units(params[2])
     x = _as_dense(x)
     if grad_y.stride() != x.stride() or grad_y.dtype != x.dtype:
         grad_y = torch.empty_like(x).copy_(grad_y)  # same strides as x, element by element
