@@ -26,9 +26,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 
 import torch
-from torch._subclasses.fake_tensor import is_fake
 
 __all__ = ["available", "backward", "forward", "memory_view", "unavailable_reason"]
 
@@ -48,7 +48,7 @@ _FORWARD_TILE = 1024
 _WARP_TILE = 128
 # 8 warps; the backward handles one warp-tile per warp and step (_GROUPS = _NUM_WARPS).
 _NUM_WARPS = 8
-_GROUPS = 8
+_GROUPS = _NUM_WARPS
 # The backward's per-warp accumulators hold BLOCK_C * next_pow2(N + 2) values per warp each;
 # BLOCK_C <= _ACC_VALUES / next_pow2(N + 2) keeps that at a few registers per thread.
 _ACC_VALUES = 128
@@ -89,7 +89,7 @@ def _device_guard(x: torch.Tensor) -> contextlib.AbstractContextManager:
     ``cuda:1`` while device 0 is current is an illegal address (or, with peer access, a kernel
     on the wrong GPU, unordered with the work that produced ``x``).
     """
-    if x.device.type != "cuda" or is_fake(x):
+    if x.device.type != "cuda":  # the interpreter's CPU tensors
         return contextlib.nullcontext()
     return torch.cuda.device(x.device)
 
@@ -234,11 +234,7 @@ def forward(x: torch.Tensor, params: tuple[torch.Tensor, ...], channel_dim: int)
         return y
     outer, channels, inner = memory_view(x, units, channel_dim)
     tile = Tile.fit(outer, channels, inner, _FORWARD_TILE, _FORWARD_TILE)
-    grid = (
-        triton.cdiv(outer, tile.block_r)
-        * triton.cdiv(channels, tile.block_c)
-        * triton.cdiv(inner, tile.block_i),
-    )
+    grid = (math.prod(tile.counts(outer, channels, inner)),)
     with _device_guard(x):  # x's GPU and its current stream, not the current device's
         _launch(
             kernels._pwlu_forward_kernel,
