@@ -5,9 +5,8 @@ from __future__ import annotations
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-from pwlu_det.layers.pwlu_module import INIT_SHAPES, REALIGN_MODES
+from pwlu_det.layers import ACTIVATION_LAYERS, INIT_SHAPES, REALIGN_MODES
 
-ACTIVATIONS = ("PWLU", "Swish", "SiLU", "ReLU")
 SCOPES = ("backbone", "all")
 
 __all__ = ["add_pwlu_config", "default_pwlu_config", "load_pwlu_config", "validate_pwlu_config"]
@@ -70,10 +69,10 @@ def validate_pwlu_config(cfg: CN) -> None:
     """
     if "PWLU" not in cfg.MODEL or "ACTIVATION" not in cfg.MODEL:
         raise KeyError("cfg has no MODEL.PWLU: call pwlu_det.add_pwlu_config(cfg) first")
-    if cfg.MODEL.ACTIVATION.NAME not in ACTIVATIONS:
+    if cfg.MODEL.ACTIVATION.NAME not in ACTIVATION_LAYERS:
         raise ValueError(
             f"MODEL.ACTIVATION.NAME = {cfg.MODEL.ACTIVATION.NAME!r} is invalid: "
-            f"one of {ACTIVATIONS}"
+            f"one of {tuple(ACTIVATION_LAYERS)}"
         )
     if cfg.MODEL.ACTIVATION.SCOPE not in SCOPES:
         raise ValueError(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pwlu_det.layers.pwlu_reference import pwlu_reference
-
-PARAM_NAMES = ("left_bound", "right_bound", "heights", "left_slope", "right_slope")
+from pwlu_det.layers.pwlu_reference import breakpoints, pwlu_reference
 
 
 def make_params(
@@ -23,14 +21,6 @@ def make_params(
     return tuple(p.to(dtype) for p in (left, right, heights, left_slope, right_slope))
 
 
-def breakpoints(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Every breakpoint B_L + i (B_R - B_L) / N of every unit, computed like the kernels do."""
-    left, right, heights = params[0], params[1], params[2]
-    n = heights.shape[-1] - 1
-    steps = torch.arange(n + 1, dtype=left.dtype)
-    return (left.reshape(-1, 1) + steps * ((right - left).reshape(-1, 1) / n)).reshape(-1)
-
-
 def special_values(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Inputs on breakpoints, exactly on B_L and B_R, next to them, and far outside."""
     left, right = params[0].reshape(-1), params[1].reshape(-1)
@@ -43,7 +33,8 @@ def special_values(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
         ]
     )
     far = torch.tensor([-1e4, -50.0, 0.0, 50.0, 1e4], dtype=left.dtype)
-    return torch.cat([breakpoints(params), near, far])
+    grid = breakpoints(left, right, params[2].shape[-1] - 1).reshape(-1)
+    return torch.cat([grid, near, far])
 
 
 def input_with_specials(shape, params, dtype, channel_dim=1, seed=0) -> torch.Tensor:

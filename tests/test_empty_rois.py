@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from pwlu_det.export.empty_rois import empty_safe_mask_head, with_padding_roi
-from pwlu_det.layers import PWLU
-from pwlu_det.layers.pwlu_module import use_inference_form
+from pwlu_det.layers import PWLU, to_inference_form
 
 
 def _layers():
@@ -22,11 +21,10 @@ def _layers():
 
 def _run_onnx(model, example, x):
     f = io.BytesIO()
-    with use_inference_form(model):
-        torch.onnx.export(
-            model, (example,), f, dynamo=False, opset_version=16,
-            input_names=["x"], dynamic_axes={"x": {0: "rois"}},
-        )  # fmt: skip
+    torch.onnx.export(
+        to_inference_form(model), (example,), f, dynamo=False, opset_version=16,
+        input_names=["x"], dynamic_axes={"x": {0: "rois"}},
+    )  # fmt: skip
     session = onnxruntime.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
 

@@ -139,18 +139,19 @@ def test_bad_export_requests(tmp_path):
         export_model(model, _image()[None], str(tmp_path))
 
 
-def test_traced_export_holds_the_pwlu_tables_as_constants(tmp_path, monkeypatch):
-    # Tables are computed once per unit when the export begins; the trace then reads the
-    # frozen ones (no per-call table arithmetic in the exported graph).
-    from pwlu_det.layers import pwlu_module
+def test_traced_export_holds_the_pwlu_tables_frozen(tmp_path, monkeypatch):
+    # Tables are computed once per unit, by the conversion to the inference form; the trace
+    # then reads the frozen ones (no per-call table arithmetic in the exported graph).
+    from pwlu_det.layers import deploy
 
     calls = []
-    real = pwlu_module.inference_tables
-    monkeypatch.setattr(pwlu_module, "inference_tables", lambda *p: calls.append(1) or real(*p))
+    real = deploy.inference_tables
+    monkeypatch.setattr(deploy, "inference_tables", lambda *p: calls.append(1) or real(*p))
     model = _model("mask_rcnn", "PWLU")
     units = sum(isinstance(m, PWLU) for m in model.modules())
     export_model(model, _image(), str(tmp_path), "torchscript", "tracing")
     assert len(calls) == units
+    assert sum(isinstance(m, PWLU) for m in model.modules()) == units  # the model is unchanged
 
 
 def test_fused_op_export_to_traced_torchscript(tmp_path):
@@ -164,7 +165,6 @@ def test_fused_op_export_to_traced_torchscript(tmp_path):
         model.inference([{"image": _image()}], do_postprocess=False)
     graph = str(torch.jit.load(result.path).inlined_graph)
     assert graph.count("pwlu_det::pwlu_forward") == len(calls)  # every PWLU call
-    assert not any(m.trace_fused_op for m in model.modules() if isinstance(m, PWLU))
     with pytest.raises(ValueError, match="traced TorchScript only"):
         export_model(model, _image(), str(tmp_path), "onnx", "tracing", "fused")
     with pytest.raises(ValueError, match="traced TorchScript only"):
@@ -176,11 +176,11 @@ def test_fused_op_torchscript_loads_after_import_pwlu_det(tmp_path):
     import subprocess
     import sys
 
-    from pwlu_det.layers.pwlu_module import trace_with_fused_op
+    from pwlu_det.layers import to_inference_form
 
-    unit = PWLU(4).eval()
+    unit = to_inference_form(PWLU(4).eval(), "fused")
     x = torch.randn(2, 4, 3, 3)
-    with torch.no_grad(), trace_with_fused_op(unit):
+    with torch.no_grad():
         torch.jit.save(torch.jit.trace(unit, (x,)), str(tmp_path / "unit.ts"))
     torch.save(x, tmp_path / "x.pt")
     script = (

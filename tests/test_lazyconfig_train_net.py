@@ -18,7 +18,7 @@ from detectron2.utils.events import get_event_storage
 from pwlu_det.data import SHAPE_CLASSES, generate_shapes_split
 from pwlu_det.engine.cli import FINAL_RESULTS
 from pwlu_det.engine.lazy_cli import argument_parser, main
-from pwlu_det.layers.pwlu_module import PWLU
+from pwlu_det.layers import Phase
 
 SHAPES_CONFIG = Path(__file__).resolve().parents[1] / "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.py"
 SPLITS = {"shapes_lazy_train": 2, "shapes_lazy_val": 2}
@@ -125,7 +125,7 @@ def test_lazy_train_resume_evaluate(lazy_setup, seeded_steps, tmp_path):
     assert written["results"]["bbox"] == pytest.approx(results["bbox"], nan_ok=True)
     expected = _final_state(uninterrupted)
     phases = [v for k, v in expected.items() if k.endswith(".phase")]
-    assert phases and all(int(p) == PWLU.TRAINING for p in phases), "realigned"
+    assert phases and all(int(p) == Phase.TRAINING for p in phases), "realigned"
 
     # Interrupted after the checkpoint of iteration 1 (Phase I) or 3 (realigned), then resumed.
     for last_saved in (1, 3):

@@ -1,5 +1,7 @@
 """The PWLU inference form (TorchScript / ONNX path) against the reference, and its export."""
 
+import io
+
 import numpy as np
 import onnx
 import onnxruntime
@@ -7,9 +9,15 @@ import pytest
 import torch
 from pwlu_cases import input_with_specials, make_params
 
-from pwlu_det.layers import PWLU, pwlu_reference
+from pwlu_det.layers import (
+    PARAM_NAMES,
+    PWLU,
+    Phase,
+    PWLUInference,
+    pwlu_reference,
+    to_inference_form,
+)
 from pwlu_det.layers.pwlu_inference import inference_tables, pwlu_inference
-from pwlu_det.layers.pwlu_module import use_inference_form
 
 # (shape, channel_dim): NCHW, (N, C) like a linear layer, channels last, channels first.
 LAYOUTS = [((2, 5, 7, 9), 1), ((11, 5), 1), ((3, 4, 5), -1), ((5, 3, 4), 0)]
@@ -52,8 +60,8 @@ def _trained_looking_unit(channels: int | None, num_intervals: int = 16) -> PWLU
     unit = PWLU(channels, num_intervals=num_intervals).eval()
     state = unit.state_dict()
     params = make_params(channels, num_intervals, dtype=torch.float32, seed=3)
-    state.update(zip(PWLU.PARAM_NAMES, params, strict=True))
-    state["phase"] = torch.tensor(PWLU.TRAINING)
+    state.update(zip(PARAM_NAMES, params, strict=True))
+    state["phase"] = torch.tensor(Phase.TRAINING)
     unit.load_state_dict(state)
     return unit
 
@@ -61,12 +69,13 @@ def _trained_looking_unit(channels: int | None, num_intervals: int = 16) -> PWLU
 def test_scripted_and_traced_module_match_the_fused_op():
     unit = _trained_looking_unit(6)
     x = 2 * torch.randn(2, 6, 5, 7)
+    deployed = to_inference_form(unit)
+    assert isinstance(deployed, PWLUInference)
     with torch.no_grad():
         fused = unit(x)
-        scripted = torch.jit.script(unit)(x)
-        with use_inference_form(unit):
-            traced = torch.jit.trace(unit, (x,))
-        # The trace holds the tables as constants: no parameter arithmetic left per call.
+        scripted = torch.jit.script(deployed)(x)
+        traced = torch.jit.trace(deployed, (x,))
+        # The trace holds the tables: no parameter arithmetic left per call.
         assert "aten::cat" not in str(traced.graph)
         torch.testing.assert_close(scripted, fused, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(traced(x), fused, rtol=1e-5, atol=1e-5)
@@ -79,9 +88,10 @@ def test_onnx_export_uses_int32_gather_elements_and_matches(channels, tmp_path):
     unit = _trained_looking_unit(channels)
     x = 2 * torch.randn(2, 6, 5, 7)
     path = str(tmp_path / "pwlu.onnx")
-    with torch.no_grad(), use_inference_form(unit):
+    deployed = to_inference_form(unit)
+    with torch.no_grad():
         torch.onnx.export(
-            unit,
+            deployed,
             (x,),
             path,
             opset_version=16,
@@ -89,7 +99,7 @@ def test_onnx_export_uses_int32_gather_elements_and_matches(channels, tmp_path):
             input_names=["x"],
             dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}},
         )
-        expected = unit(x)
+        expected = deployed(x)
     graph = onnx.load(path).graph
     ops = [node.op_type for node in graph.node]
     assert ops.count("GatherElements") == 2
@@ -108,3 +118,30 @@ def test_onnx_export_uses_int32_gather_elements_and_matches(channels, tmp_path):
     assert np.isnan(out[0, 0, 0, 0]) and np.isfinite(out.reshape(-1)[1:]).all()
     with torch.no_grad():  # the fused op: other rounding
         np.testing.assert_allclose(out, unit(y).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_to_inference_form_converts_a_copy_and_leaves_no_pwlu():
+    torch.manual_seed(0)
+    trained, collecting = _trained_looking_unit(6), PWLU(6, init_shape="swish")
+    collecting.start_statistics()
+    model = torch.nn.Sequential(trained, torch.nn.Conv2d(6, 6, 1), collecting, trained).eval()
+    deployed = to_inference_form(model)
+    assert not any(isinstance(m, PWLU) for m in deployed.modules())
+    assert isinstance(deployed[0], PWLUInference) and deployed[3] is deployed[0]  # shared once
+    assert isinstance(deployed[2], torch.nn.SiLU)  # Phase I: exactly the initial shape
+    assert all(isinstance(m, PWLU) for m in (model[0], model[2], model[3]))  # unchanged
+    x = torch.randn(2, 6, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(deployed(x), model(x), rtol=1e-5, atol=1e-5)
+        model[0].heights.add_(1.0)  # the copy is frozen: training the model does not move it
+        assert not torch.allclose(deployed(x), model(x), rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="op must be one of"):
+        to_inference_form(model, "tensorrt")
+
+
+def test_a_pwlu_itself_is_refused_by_scripting_and_onnx_with_the_fix():
+    unit = _trained_looking_unit(6)
+    with pytest.raises(TypeError, match="to_inference_form"):
+        torch.jit.script(unit)
+    with pytest.raises(RuntimeError, match="to_inference_form"):
+        torch.onnx.export(unit, (torch.randn(1, 6, 2, 2),), io.BytesIO(), dynamo=False)

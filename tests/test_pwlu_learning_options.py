@@ -15,14 +15,8 @@ from torch import nn
 from pwlu_det.config import default_pwlu_config, validate_pwlu_config
 from pwlu_det.engine.dynamics_hook import DYNAMICS_FILE, PWLUDynamicsHook, part_of
 from pwlu_det.engine.realign_hook import PWLURealignHook
-from pwlu_det.layers import PWLU
+from pwlu_det.layers import PWLU, breakpoints, to_inference_form
 from pwlu_det.modeling.activation import activation_factory
-
-
-def _breakpoints(unit: PWLU) -> torch.Tensor:
-    steps = torch.arange(unit.num_intervals + 1, dtype=torch.float64)
-    width = (unit.right_bound - unit.left_bound).double().unsqueeze(-1) / unit.num_intervals
-    return unit.left_bound.double().unsqueeze(-1) + steps * width
 
 
 @pytest.mark.parametrize("shape, function", [("relu", F.relu), ("swish", F.silu)])
@@ -33,7 +27,8 @@ def test_phase_one_computes_the_initial_shape_and_realignment_resets_to_it(shape
     unit.train()
     assert torch.equal(unit(x), function(x))
     unit.realign("function_preserving" if shape == "relu" else "paper")
-    expected = function(_breakpoints(unit)).float()
+    grid = breakpoints(unit.left_bound.double(), unit.right_bound.double(), unit.num_intervals)
+    expected = function(grid).float()
     torch.testing.assert_close(unit.heights.detach(), expected, rtol=0, atol=1e-6)
     assert torch.all(unit.left_slope == 0) and torch.all(unit.right_slope == 1)
     # Between breakpoints the unit interpolates the shape: exact for ReLU (0 a breakpoint).
@@ -47,7 +42,7 @@ def test_swish_phase_one_survives_scripting():
     unit = PWLU(3, num_intervals=4, init_shape="swish").eval()
     unit.start_statistics()
     x = torch.randn(2, 3, 4, 4)
-    torch.testing.assert_close(torch.jit.script(unit)(x), F.silu(x))
+    torch.testing.assert_close(torch.jit.script(to_inference_form(unit))(x), F.silu(x))
 
 
 def test_bad_initial_shapes_are_refused():
@@ -158,28 +153,78 @@ def test_dynamics_hook_only_when_asked_and_before_the_realignment(tmp_path):
 
 
 def test_bounds_pushed_past_each_other_are_widened_about_their_midpoint():
-    unit = PWLU(3, num_intervals=4, min_width=0.1)
+    unit = PWLU(5, num_intervals=4, min_width=0.1)
     with torch.no_grad():
-        unit.left_bound.copy_(torch.tensor([-1.0, 2.6, 0.5]))
-        unit.right_bound.copy_(torch.tensor([1.0, 2.5, float("nan")]))
+        unit.left_bound.copy_(torch.tensor([-1.0, 2.6, 0.5, 3.0e7, -1.0]))
+        unit.right_bound.copy_(torch.tensor([1.0, 2.5, float("nan"), -2.4e7, float("inf")]))
+    heights = unit.heights.detach().clone()
     unit.keep_min_width()
-    torch.testing.assert_close(unit.left_bound.detach()[:2], torch.tensor([-1.0, 2.5]))
-    torch.testing.assert_close(unit.right_bound.detach()[:2], torch.tensor([1.0, 2.6]))
-    assert torch.isnan(unit.left_bound[2])  # NaN stays NaN: a diverged run is not hidden
+    left, right = unit.left_bound.detach(), unit.right_bound.detach()
+    torch.testing.assert_close(left[:2], torch.tensor([-1.0, 2.5]))
+    torch.testing.assert_close(right[:2], torch.tensor([1.0, 2.6]))
+    # Far from 0 the float32 midpoint -/+ 0.05 would round to one value: still min_width apart.
+    assert left[3] == 3.0e6 and right[3] - left[3] >= 0.1
+    # Bounds no longer finite: finite ones about 0, and NaN heights, so that the unit outputs
+    # NaN and the loss shows the divergence (the op's bound check never sees it).
+    torch.testing.assert_close(left[[2, 4]], torch.tensor([-0.05, -0.05]))
+    torch.testing.assert_close(right[[2, 4]], torch.tensor([0.05, 0.05]))
+    assert torch.isnan(unit.heights[[2, 4]]).all() and torch.equal(unit.heights[:2], heights[:2])
+    assert torch.isnan(unit(torch.randn(2, 5, 3))[:, [2, 4]]).all()
 
 
-def test_the_realignment_hook_keeps_training_units_valid_after_each_step(tmp_path):
-    trainer = TinyTrainer(tiny_cfg(str(tmp_path), max_iter=3, statistics_iters=1))
-    unit = trainer.model.act1
-    hook = next(h for h in trainer._hooks if isinstance(h, PWLURealignHook))
-    trainer.iter = 0
-    hook.after_step()  # the realignment
+def _widths(units) -> list[float]:
+    return [float((u.right_bound - u.left_bound).min()) for u in units]
+
+
+def test_the_pwlu_optimizer_projects_the_bounds_it_trains_after_every_step(tmp_path):
+    trainer = TinyTrainer(tiny_cfg(str(tmp_path)))
+    model = trainer.model
     with torch.no_grad():
-        unit.right_bound.copy_(unit.left_bound - 1.0)  # as a diverging step could
-    trainer.iter = 1
-    hook.after_step()
-    width = unit.right_bound - unit.left_bound
-    assert torch.all(width >= unit.min_width * (1 - 1e-6))
+        for unit in (model.act1, model.act2, model.frozen_act):
+            unit.right_bound.copy_(unit.left_bound - 1.0)  # as a diverging step could
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.optimizer.step()
+    assert min(_widths([model.act1, model.act2])) >= model.act1.min_width * (1 - 1e-6)
+    assert _widths([model.frozen_act]) == [-1.0]  # not trained: not this optimizer's to touch
+
+
+def test_a_huge_step_that_crosses_the_bounds_leaves_valid_units_and_training_continues(
+    tmp_path,
+):
+    trainer = TinyTrainer(tiny_cfg(str(tmp_path), max_iter=4, statistics_iters=0))
+    units = [trainer.model.act1, trainer.model.act2]
+    huge = [True]  # the first step only: bound gradients x 1e9, a huge LR for the bounds
+    for unit in units:
+        for bound in (unit.left_bound, unit.right_bound):
+            bound.register_hook(lambda grad: grad * 1e9 if huge[0] else grad)
+    crossed, widths = [], []
+
+    def before_step(optimizer, *_):
+        if huge[0]:  # first step: no momentum yet and no PWLU weight decay, so p - lr * grad
+            lr = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+            for u in units:
+                left, right = (
+                    b.detach() - lr[id(b)] * b.grad for b in (u.left_bound, u.right_bound)
+                )
+                crossed.append(bool((right <= left).any()))
+
+    def after_step(*_):
+        widths.append(min(_widths(units)))
+        huge[0] = False
+
+    trainer.optimizer.register_step_pre_hook(before_step)
+    trainer.optimizer.register_step_post_hook(after_step)  # after the projection
+    trainer.train()  # Detectron2 raises FloatingPointError on a non-finite loss
+    assert any(crossed), "the huge step must push some bounds past each other"
+    assert len(widths) == 4 and min(widths) >= units[0].min_width * (1 - 1e-6)
+    assert all(torch.isfinite(p).all() for u in units for p in u.parameters())
+
+
+def test_a_diverging_run_still_ends_with_detectron2s_loss_error(tmp_path):
+    cfg = tiny_cfg(str(tmp_path), max_iter=8, statistics_iters=0)
+    cfg.SOLVER.BASE_LR = 1e30
+    with pytest.raises(FloatingPointError, match="Loss became infinite or NaN"):
+        TinyTrainer(cfg).train()
 
 
 def test_dynamics_table_takes_the_last_record_of_each_iteration_and_splits_the_phases(

@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from pwlu_det.layers import PWLU, pwlu_reference
+from pwlu_det.layers import PWLU, STATE_NAMES, Phase, breakpoints, pwlu_reference
 
 
 def _inputs(seed=0, shape=(8, 4, 6, 6), scale=1.5, shift=0.4):
@@ -18,10 +18,8 @@ def _inputs(seed=0, shape=(8, 4, 6, 6), scale=1.5, shift=0.4):
 @pytest.mark.parametrize("num_intervals", [1, 2, 7, 16])
 def test_starts_as_exact_relu(channels, num_intervals):
     act = PWLU(channels, num_intervals=num_intervals)
-    steps = torch.arange(num_intervals + 1)
-    breaks = act.left_bound.detach().reshape(-1, 1) + steps * (
-        (act.right_bound - act.left_bound).detach().reshape(-1, 1) / num_intervals
-    )
+    breaks = breakpoints(act.left_bound.detach(), act.right_bound.detach(), num_intervals)
+    breaks = breaks.reshape(-1, num_intervals + 1)
     assert (breaks == 0).any(dim=1).all(), "0 must be a breakpoint"
     assert (act.left_slope == 0).all() and (act.right_slope == 1).all()
     x = torch.cat([_inputs().reshape(-1), breaks.reshape(-1), torch.tensor([-1e6, 1e6])])
@@ -40,12 +38,9 @@ def test_parameters_and_buffers_have_the_documented_shapes():
         "left_slope": (5,),
         "right_slope": (5,),
     }
-    assert set(dict(act.named_buffers())) == {
-        "running_mean",
-        "running_std",
-        "num_batches_tracked",
-        "phase",
-    }
+    assert set(dict(act.named_buffers())) == {"running_mean", "running_std", "num_batches_tracked"}
+    assert act.phase is Phase.INITIAL  # a Python value, in the state dict as a 0-d tensor
+    assert list(act.state_dict()) == list(STATE_NAMES) and act.state_dict()["phase"].dim() == 0
     layer = PWLU()
     assert layer.heights.shape == (17,) and layer.left_bound.dim() == 0
     text = repr(act)
@@ -145,7 +140,7 @@ def test_paper_realignment_matches_independent_computation(channels):
     breaks = (mean - 3 * std).unsqueeze(-1) + torch.arange(17) * (6 * std / 16).unsqueeze(-1)
     torch.testing.assert_close(act.heights.double(), breaks.clamp(min=0), rtol=1e-6, atol=1e-6)
     assert (act.left_slope == 0).all() and (act.right_slope == 1).all()
-    assert act.phase.item() == PWLU.TRAINING and "phase=training" in repr(act)
+    assert act.phase == Phase.TRAINING and "phase=training" in repr(act)
 
     # Jump: the reported maximum is exact (>= any sampled value, and attained near 0).
     low, high = (mean - 3 * std), (mean + 3 * std)
@@ -223,7 +218,7 @@ def test_state_dict_round_trip_mid_phase_one():
     state = copy.deepcopy(act.state_dict())
     restored = PWLU(4)
     restored.load_state_dict(state)
-    assert restored.phase.item() == PWLU.STATISTICS and "phase=statistics" in repr(restored)
+    assert restored.phase == Phase.STATISTICS and "phase=statistics" in repr(restored)
     x = _inputs(seed=3)
     assert torch.equal(restored(x), x.relu())
     act(x)
@@ -251,13 +246,13 @@ def test_forward_and_gradients_match_the_reference(channels, channel_dim):
         act.heights.add_(0.3 * torch.randn_like(act.heights))
         act.left_slope.fill_(0.2)
     x = _inputs(shape=(3, 4, 5, 4)).requires_grad_()
-    params = [p.detach().double().requires_grad_() for p in act._params()]
+    params = [p.detach().double().requires_grad_() for p in act.op_params()]
     expected = pwlu_reference(x.detach().double(), *params, channel_dim=channel_dim)
     y = act(x)
     torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
     y.square().sum().backward()
     expected.square().sum().backward()
-    for p, ref in zip(act._params(), params, strict=True):
+    for p, ref in zip(act.op_params(), params, strict=True):
         torch.testing.assert_close(p.grad.double(), ref.grad, rtol=1e-3, atol=1e-3)
     with pytest.raises(RuntimeError, match="channels"):
         PWLU(3)(torch.randn(2, 4, 5))

@@ -31,13 +31,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from pwlu_det.layers.pwlu_op import pwlu
+from pwlu_det.layers.pwlu_op import PARAM_NAMES, pwlu
 from pwlu_det.layers.pwlu_reference import pwlu_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 _VERDICT = "PWLU_TRITON_VERDICTS "
 _EPS32 = 2.0**-23
-_PARAM_NAMES = ("left_bound", "right_bound", "heights", "left_slope", "right_slope")
 
 INTERPRETED: dict[str, Callable[[], None]] = {}
 COMPILED: dict[str, Callable[[], None]] = {}
@@ -157,7 +156,7 @@ def _check(x_base, params, channel_dim, *, transform=None, grad_y=None, rtol, at
     torch.testing.assert_close(
         y_tri, y_ref, rtol=rtol, atol=atol, equal_nan=True, msg=lambda m: f"output: {m}"
     )
-    names = ("x", *_PARAM_NAMES)
+    names = ("x", *PARAM_NAMES)
     n = params[2].shape[-1] - 1
     sum_atols = sum_atol or _sum_tolerances(x_tri.detach(), params, grad_y, n)
     for k, (name, got, want) in enumerate(zip(names, g_tri, g_ref, strict=True)):

@@ -21,7 +21,7 @@ from tiny_training import (
 
 from pwlu_det import add_pwlu_config, validate_pwlu_config
 from pwlu_det.engine import PWLURealignHook, build_pwlu_optimizer, trainable_pwlus
-from pwlu_det.layers import PWLU
+from pwlu_det.layers import Phase
 
 R = 4  # STATISTICS_ITERS of the tiny runs: realignment after iteration 3
 T = 10  # MAX_ITER
@@ -95,7 +95,7 @@ class _Probe(HookBase):
             self.params = {id(p): p.detach().clone() for p in model.act1.parameters()}
             self.states = [self.trainer.optimizer.state.get(p) for p in model.act1.parameters()]
             self.other_state = self.trainer.optimizer.state.get(model.conv1.weight)
-            self.phases = [m.phase.item() for m in (model.act1, model.act2, model.frozen_act)]
+            self.phases = [m.phase for m in (model.act1, model.act2, model.frozen_act)]
 
 
 def test_training_realigns_clears_momentum_and_keeps_training(tmp_path, caplog):
@@ -109,7 +109,7 @@ def test_training_realigns_clears_momentum_and_keeps_training(tmp_path, caplog):
     assert "PWLU realignment (paper) at iteration 3" in caplog.text
     # Right after the realignment: trained units in Phase II, frozen ones untouched, momentum
     # of the reset parameters gone (others kept).
-    assert probe.phases == [PWLU.TRAINING, PWLU.TRAINING, PWLU.INITIAL]
+    assert probe.phases == [Phase.TRAINING, Phase.TRAINING, Phase.INITIAL]
     assert all(state is None for state in probe.states)
     assert probe.other_state is not None and "momentum_buffer" in probe.other_state
     # The optimizer updated the very same Parameter objects afterwards.
@@ -175,7 +175,7 @@ def test_hook_realigns_at_start_when_resumed_after_phase_one():
         start_iter=7, max_iter=10, iter=6, optimizer=None, storage=None
     )
     hook.before_train()
-    assert all(m.phase.item() == PWLU.TRAINING for _, m in trainable_pwlus(model))
+    assert all(m.phase == Phase.TRAINING for _, m in trainable_pwlus(model))
 
 
 @pytest.mark.slow

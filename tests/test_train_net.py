@@ -15,7 +15,7 @@ from pwlu_det.data import SHAPE_CLASSES, generate_shapes_split
 from pwlu_det.engine import PWLUTrainer
 from pwlu_det.engine.cli import argument_parser, main, setup
 from pwlu_det.export import export_model, load_model_for_export
-from pwlu_det.layers import PWLU
+from pwlu_det.layers import PWLU, Phase
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.yaml")
 SPLITS = {"shapes_tiny_train": 12, "shapes_tiny_val": 4}
@@ -83,9 +83,7 @@ def test_train_evaluate_eval_only_and_resume(tiny_shapes, tmp_path):
     assert len(losses) == 16
     assert sum(losses[-4:]) < sum(losses[:4])
     # The realignment ran, and COCO AP numbers came out for boxes and masks.
-    assert all(
-        m.phase.item() == PWLU.TRAINING for m in trainer.model.modules() if isinstance(m, PWLU)
-    )
+    assert all(m.phase == Phase.TRAINING for m in trainer.model.modules() if isinstance(m, PWLU))
     for task in ("bbox", "segm"):
         assert set(results[task]) >= {"AP", "AP50", "AP75"}
         assert all(math.isfinite(results[task][k]) for k in ("AP", "AP50"))

@@ -36,8 +36,7 @@ from detectron2.modeling import GeneralizedRCNN, build_model
 from pwlu_det.config import load_pwlu_config
 from pwlu_det.data import make_synthetic_batch
 from pwlu_det.export import export_model
-from pwlu_det.layers import PWLU
-from pwlu_det.layers.pwlu_module import use_inference_form
+from pwlu_det.layers import PWLU, Phase, to_inference_form
 
 CONFIG = "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.yaml"
 ACTIVATIONS = ("Swish", "ReLU", "PWLU")
@@ -83,14 +82,15 @@ def activation_only(threads: int, repeats: int, tmp: str) -> dict[str, dict[str,
     unit = PWLU(64, num_intervals=16).eval()
     state = unit.state_dict()
     state["heights"] = state["heights"] + 0.1 * torch.randn_like(state["heights"])
-    state["phase"] = torch.tensor(PWLU.TRAINING)
+    state["phase"] = torch.tensor(Phase.TRAINING)
     unit.load_state_dict(state)
     rows = {}
     for name, module in (("Swish", torch.nn.SiLU()), ("PWLU", unit)):
         path = f"{tmp}/{name}.onnx"
-        with torch.no_grad(), use_inference_form(module):
-            traced = torch.jit.trace(module, (x,))
-            torch.onnx.export(module, (x,), path, opset_version=16, dynamo=False)
+        deployed = to_inference_form(module)
+        with torch.no_grad():
+            traced = torch.jit.trace(deployed, (x,))
+            torch.onnx.export(deployed, (x,), path, opset_version=16, dynamo=False)
         session = _session(path, threads)
         feed = {session.get_inputs()[0].name: x.numpy()}
         rows[name] = {

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from pwlu_det.layers.pwlu_module import PWLU
+from pwlu_det.layers import STATE_NAMES
 
 __all__ = [
     "PWLU_STATE_NAMES",
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 # Last component of the state-dict keys of a PWLU unit: absent from ReLU-pretrained files.
 # (A unit is recognised by its "heights": BatchNorm also has "running_mean".)
-PWLU_STATE_NAMES = frozenset(PWLU.STATE_NAMES)
+PWLU_STATE_NAMES = frozenset(STATE_NAMES)
 BACKBONE_PREFIX = "backbone."
 _SHOWN = 10  # keys listed in an error message before "... and N more"
 _TORCHVISION_KEY = re.compile(r"^(module\.)?layer[1-4]\.\d+\.")

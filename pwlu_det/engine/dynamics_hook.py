@@ -35,7 +35,7 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 from torch import nn
 
-from pwlu_det.layers.pwlu_module import INIT_SHAPES, PWLU
+from pwlu_det.layers import INIT_SHAPES, PWLU, breakpoints
 
 __all__ = ["DYNAMICS_FILE", "PARTS", "PWLUDynamicsHook", "part_of"]
 
@@ -140,8 +140,10 @@ class PWLUDynamicsHook(HookBase):
             width = (unit.right_bound - unit.left_bound).double() / unit.num_intervals
             delta = (unit.heights - self._before[id(unit.heights)]).double().abs()
             updates.append((delta.mean(-1) / width).reshape(-1))
-            breakpoints = unit.breakpoints(unit.left_bound.double(), unit.right_bound.double())
-            shape = INIT_SHAPES[unit.init_shape](breakpoints)
+            grid = breakpoints(
+                unit.left_bound.double(), unit.right_bound.double(), unit.num_intervals
+            )
+            shape = INIT_SHAPES[unit.init_shape](grid)
             gap = (unit.heights.double() - shape).abs().amax(-1) / width
             gaps.append(gap.reshape(-1))
             if id(unit) in self._elements:

@@ -5,7 +5,8 @@ Detectron2's own ``tools/lazyconfig_train_net.py`` (``do_train``, ``do_test``), 
 
 - the PWLU options come from the config's ``pwlu`` node, validated as the yacs keys are
   (:func:`pwlu_det.lazy.pwlu_cfg`);
-- the PWLU optimizer rules (:func:`pwlu_param_overrides`) join ``optimizer.params.overrides``;
+- the PWLU optimizer rules (:func:`pwlu_param_overrides`) join ``optimizer.params.overrides``,
+  and the optimizer keeps the bounds apart (:func:`keep_bounds_apart`);
 - the PWLU hooks (:func:`add_pwlu_hooks`): the realignment before the checkpointer;
 - atomic, strict checkpoints (:class:`AtomicDetectionCheckpointer`); ``--resume`` continues a
   run exactly where it stopped, and a run into a folder that holds one is refused without it;
@@ -43,7 +44,7 @@ from .cli import (
     refuse_to_overwrite,
     write_final_results,
 )
-from .optimizer import pwlu_param_overrides
+from .optimizer import keep_bounds_apart, pwlu_param_overrides
 from .trainer import add_pwlu_hooks, create_ddp_model_cpu_aware, fast_coco_eval_available
 
 __all__ = ["argument_parser", "do_test", "do_train", "main", "run", "setup"]
@@ -115,6 +116,7 @@ def do_train(cfg: DictConfig, resume: bool) -> dict:
     cfg.optimizer.params.overrides = overrides
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
+    keep_bounds_apart(optimizer, model)
     train_loader = instantiate(cfg.dataloader.train)
 
     model = create_ddp_model_cpu_aware(model, **cfg.train.ddp)

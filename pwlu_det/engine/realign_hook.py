@@ -10,7 +10,7 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 from torch import nn
 
-from pwlu_det.layers.pwlu_module import PWLU, REALIGN_MODES
+from pwlu_det.layers import PWLU, REALIGN_MODES, Phase
 
 __all__ = ["PWLURealignHook", "trainable_pwlus"]
 
@@ -34,8 +34,7 @@ class PWLURealignHook(HookBase):
     of the realignment iteration holds the realigned parameters. Phase and statistics live in
     the modules' buffers, so resuming before, at or after the realignment continues exactly.
     Frozen PWLUs (parameters without ``requires_grad``, e.g. under ``FREEZE_AT``) are left in
-    their initial, exactly-ReLU state. After every step, each training unit's bounds are kept at
-    least ``min_width`` apart (:meth:`PWLU.keep_min_width`).
+    their initial, exactly-ReLU state.
 
     Args:
         model: the model (or its DDP wrapper) holding the PWLUs.
@@ -61,8 +60,8 @@ class PWLURealignHook(HookBase):
             self._trainable = trainable_pwlus(self._model)
         return self._trainable
 
-    def _units(self, phase: int) -> list[tuple[str, PWLU]]:
-        return [(n, m) for n, m in self._trainable_units() if m._phase == phase]
+    def _units(self, phase: Phase) -> list[tuple[str, PWLU]]:
+        return [(n, m) for n, m in self._trainable_units() if m.phase == phase]
 
     def before_train(self) -> None:
         if self._statistics_iters == 0:
@@ -73,7 +72,7 @@ class PWLURealignHook(HookBase):
             return
         start = self.trainer.start_iter
         if start < self._statistics_iters:
-            fresh = self._units(PWLU.INITIAL)
+            fresh = self._units(Phase.INITIAL)
             for _, module in fresh:
                 module.start_statistics()
             if fresh:
@@ -82,7 +81,7 @@ class PWLURealignHook(HookBase):
                     len(fresh),
                     self._statistics_iters,
                 )
-        elif self._units(PWLU.STATISTICS):
+        elif self._units(Phase.STATISTICS):
             # Resumed from a checkpoint written after Phase I but before its realignment.
             self.realign()
         if self._statistics_iters >= self.trainer.max_iter:
@@ -95,14 +94,11 @@ class PWLURealignHook(HookBase):
     def after_step(self) -> None:
         if self.trainer.iter + 1 == self._statistics_iters:
             self.realign()
-        for _, module in self._trainable_units():
-            if module._phase != PWLU.STATISTICS:
-                module.keep_min_width()
 
     @torch.no_grad()
     def realign(self) -> None:
         """All-reduce the statistics, realign every unit in Phase I, clear optimizer state."""
-        units = self._units(PWLU.STATISTICS)
+        units = self._units(Phase.STATISTICS)
         if not units:
             return
         _average_statistics_across_workers([m for _, m in units])

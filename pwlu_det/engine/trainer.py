@@ -2,7 +2,8 @@
 
 Differences from ``DefaultTrainer``, each the smallest override that does it:
 
-- ``build_optimizer``: the PWLU learning-rate / weight-decay rules (:func:`build_pwlu_optimizer`);
+- ``build_optimizer``: the PWLU learning-rate / weight-decay rules, and bounds projected back to
+  ``MIN_WIDTH`` apart after every step (:func:`build_pwlu_optimizer`);
 - ``build_hooks``: a :class:`PWLURealignHook` placed before the checkpointer, and a
   :class:`PWLUCurvesHook` (learned curves to TensorBoard at every checkpoint) before the writers;
   with ``MODEL.PWLU.DYNAMICS_PERIOD > 0``, a :class:`PWLUDynamicsHook` before the realignment;

@@ -2,14 +2,16 @@
 
 Follows Detectron2's deploy conventions: ``TracingAdapter`` flattens the model's inputs and
 outputs for tracing and ONNX (TorchScript-based exporter, ``dynamo=False``); scripting goes
-through ``scripting_with_instances``. PWLUs export in their inference form (standard ops only),
-or, for traced TorchScript on request (``pwlu_op="fused"``), as the fused C++ op: faster, but
-the file then needs ``import pwlu_det`` before ``torch.jit.load`` and runs on CPU only.
+through ``scripting_with_instances``. What is exported is a converted copy of the model,
+:func:`pwlu_det.layers.to_inference_form`: every PWLU replaced by its inference form (standard
+ops only), or, for traced TorchScript on request (``pwlu_op="fused"``), by the fused C++ op with
+frozen parameters: faster, but the file then needs ``import pwlu_det`` before
+``torch.jit.load`` and runs on CPU only. The model passed in is not changed.
 
 Every export is validated: the exported model runs on the sample image and its outputs (boxes,
-scores, classes, mask probabilities) are compared with the PyTorch model's, computed with its
-PWLUs in the same inference form (which matches the fused op to about 1e-6 per unit: without
-this, those rounding differences alone flip NMS and top-k ties in untrained models). A different
+scores, classes, mask probabilities) are compared with those of the converted copy in PyTorch
+(the inference form matches the fused op to about 1e-6 per unit: compared with the original,
+those rounding differences alone flip NMS and top-k ties in untrained models). A different
 number of detections, an unmatched detection away from the score cut-off or a difference above
 the tolerance raises :class:`ExportMismatchError`.
 """
@@ -29,7 +31,8 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from pwlu_det.engine.checkpoint import atomic_write
-from pwlu_det.layers.pwlu_module import trace_with_fused_op, use_inference_form
+from pwlu_det.layers import to_inference_form
+from pwlu_det.layers.deploy import DEPLOY_OPS
 
 from .empty_rois import empty_safe_mask_head
 
@@ -40,7 +43,7 @@ logger = logging.getLogger(__name__)
 EXPORT_FORMATS = ("torchscript", "onnx")
 EXPORT_METHODS = ("tracing", "scripting")
 #: How PWLUs appear in the exported graph: standard ops, or the fused pwlu_det op.
-PWLU_OPS = ("standard", "fused")
+PWLU_OPS = DEPLOY_OPS
 #: Largest accepted difference between exported and PyTorch outputs, by output kind.
 TOLERANCES = {"float": 1e-3, "boxes": 1e-2}  # boxes in pixels
 
@@ -173,17 +176,14 @@ def _export_onnx(adapter: nn.Module, image: torch.Tensor, f) -> None:
     )
 
 
-def _export_traced(model, image, fmt, path, pwlu_op) -> tuple[dict[str, float], int]:
+def _export_traced(model, image, fmt, path) -> tuple[dict[str, float], int]:
     inference = _rcnn_inference if isinstance(model, GeneralizedRCNN) else None
     # A new nn.Module starts in training mode, which the ONNX exporter restores afterwards
     # (recursively, into the model): keep everything in eval mode.
     adapter = TracingAdapter(model, [{"image": image}], inference).eval()
-    # Traced in the inference form, with its tables frozen: they enter the graph as constants
-    # (or with the fused op, whose arithmetic the PyTorch reference then uses too).
-    pwlu_form = use_inference_form if pwlu_op == "standard" else trace_with_fused_op
     # ONNX: a graph that also runs when no RoI reaches the mask head.
     rois = empty_safe_mask_head if fmt == "onnx" else contextlib.nullcontext
-    with torch.no_grad(), pwlu_form(model), rois(model):
+    with torch.no_grad(), rois(model):
         flat = adapter(image)  # the first call also sets adapter.outputs_schema
         reference = _flatten_instances(adapter.outputs_schema(flat)[0]["instances"])
         if fmt == "torchscript":
@@ -218,7 +218,7 @@ def _eager_instances(scripted) -> Instances:
 def _export_scripted(model, image, path) -> tuple[dict[str, float], int]:
     inputs = [{"image": image}]
     rcnn = isinstance(model, GeneralizedRCNN)
-    with torch.no_grad(), use_inference_form(model):
+    with torch.no_grad():
         reference = _flatten_instances(
             model.inference(inputs, do_postprocess=False)[0]
             if rcnn
@@ -255,6 +255,8 @@ def export_model(
 ) -> ExportResult:
     """Export ``model`` and check the exported file against it on ``image``.
 
+    What is exported (and compared with) is ``to_inference_form(model, pwlu_op)``, a copy.
+
     Args:
         model: a Detectron2 GeneralizedRCNN or RetinaNet (any activation), on CPU.
         image: ``(3, H, W)`` tensor in the model's input format (e.g. BGR uint8).
@@ -285,13 +287,13 @@ def export_model(
         )
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"export: image must be (3, H, W), got {tuple(image.shape)}")
-    model.eval()
+    deployed = to_inference_form(model, pwlu_op).eval()
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "model.onnx" if fmt == "onnx" else "model.ts")
     if method == "tracing":
-        diffs, count = _export_traced(model, image, fmt, path, pwlu_op)
+        diffs, count = _export_traced(deployed, image, fmt, path)
     else:
-        diffs, count = _export_scripted(model, image, path)
+        diffs, count = _export_scripted(deployed, image, path)
     logger.info("exported %s (%s) to %s; max differences %s", fmt, method, path, diffs)
     return ExportResult(path, fmt, method, count, diffs)
 

@@ -1,5 +1,8 @@
 """The PWLU in its inference form, in standard ops only: the path for TorchScript and ONNX.
 
+:class:`PWLUInference` is a trained unit frozen in this form (its tables as buffers); it is what
+:func:`pwlu_det.layers.to_inference_form` puts in place of each PWLU of a model.
+
 Per unit, a table of N + 2 (slope, intercept) pairs (left piece, N intervals, right piece) and
 an affine map to the bin: ``bin = clamp(floor(x * scale + shift), 0, N + 1)`` with
 ``scale = N / (B_R - B_L)`` and ``shift = 1 - B_L * scale``; each element then costs one
@@ -19,9 +22,11 @@ Transpose, Expand and shape ops, so exported models need no custom operator.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["inference_tables", "pwlu_inference"]
+from .pwlu_reference import breakpoints
+
+__all__ = ["PWLUInference", "inference_tables", "pwlu_inference"]
 
 
 def inference_tables(
@@ -49,7 +54,7 @@ def inference_tables(
     k_right = right_slope.reshape(units, 1)
     width = (right - left) / n
     inner_slope = (heights[:, 1:] - heights[:, :-1]) / width
-    starts = left + torch.arange(n, dtype=heights.dtype, device=heights.device) * width
+    starts = breakpoints(left_bound.reshape(units), right_bound.reshape(units), n)[:, :-1]
     inner_intercept = heights[:, :-1] - inner_slope * starts
     slope = torch.cat([k_left, inner_slope, k_right], dim=1)
     intercept = torch.cat(
@@ -176,3 +181,42 @@ def _lookup_traceable(
     if torch.onnx.is_in_onnx_export():
         return _LookupInt32.apply(position, x3, slopes, intercepts, last_bin)
     return _lookup(position, x3, slopes, intercepts, last_bin)
+
+
+class PWLUInference(nn.Module):
+    """P units in their inference form: ``f(x)`` by a table lookup in standard ops.
+
+    Scriptable and traceable; ONNX exports use only standard operators. The tables are buffers
+    (they follow ``.to()`` and are saved in the state dict) and nothing is learned.
+
+    Args:
+        scale, shift, slope, intercept: the tables of :func:`inference_tables`.
+        channel_dim: channel dimension of the input, None for one layer-wise unit.
+    """
+
+    def __init__(
+        self,
+        scale: Tensor,
+        shift: Tensor,
+        slope: Tensor,
+        intercept: Tensor,
+        channel_dim: int | None,
+    ):
+        super().__init__()
+        self.num_intervals = slope.shape[-1] - 2
+        self.channel_dim = channel_dim
+        self.register_buffer("scale", scale.detach().clone())
+        self.register_buffer("shift", shift.detach().clone())
+        self.register_buffer("slope", slope.detach().clone())
+        self.register_buffer("intercept", intercept.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``f(x)``, same shape as ``x``."""
+        return pwlu_inference(
+            x, self.scale, self.shift, self.slope, self.intercept, self.channel_dim,
+            self.num_intervals,
+        )  # fmt: skip
+
+    def extra_repr(self) -> str:
+        units = "layer-wise" if self.channel_dim is None else f"{self.scale.numel()} channels"
+        return f"N={self.num_intervals}, {units}"

@@ -1,18 +1,25 @@
 """The PWLU module: learnable parameters, Phase I statistics and the realignment (Phase II).
 
-Phases (kept in the persistent buffer ``phase``, so a checkpoint says where training is):
+A unit's phase (:class:`Phase`, the attribute ``phase``) is saved in its state dict under
+``phase``, so a checkpoint says where training is:
 
-- ``INITIAL``: a plain PWLU with its current parameters (at construction: its initial shape,
-  exactly ReLU by default).
-- ``STATISTICS`` (Phase I, :meth:`PWLU.start_statistics`): the output is exactly the initial
-  shape (ReLU or Swish) and, in training mode, running statistics of the input are updated.
-- ``TRAINING`` (Phase II, :meth:`PWLU.realign`): bounds moved to ``mean -/+ bound_std * std``,
-  heights and slopes reset to the initial shape on the new grid, then a plain PWLU that trains.
+- ``Phase.INITIAL``: a plain PWLU with its current parameters (at construction: its initial
+  shape, exactly ReLU by default).
+- ``Phase.STATISTICS`` (Phase I, :meth:`PWLU.start_statistics`): the output is exactly the
+  initial shape (ReLU or Swish) and, in training mode, running statistics of the input are
+  updated.
+- ``Phase.TRAINING`` (Phase II, :meth:`PWLU.realign`): bounds moved to
+  ``mean -/+ bound_std * std``, heights and slopes reset to the initial shape on the new grid,
+  then a plain PWLU that trains.
+
+The module computes with the fused op only. Deployed forms (standard ops for TorchScript and
+ONNX, or the fused op frozen for a traced TorchScript file) are other modules that replace it:
+see :func:`pwlu_det.layers.to_inference_form`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import enum
 import logging
 from dataclasses import dataclass
 
@@ -20,22 +27,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import pwlu_cpp
-from .pwlu_inference import inference_tables, pwlu_inference
-from .pwlu_op import canonical_params, pwlu_canonical
-from .pwlu_reference import pwlu_reference
+from .pwlu_op import PARAM_NAMES, canonical_params, pwlu_canonical
+from .pwlu_reference import breakpoints, pwlu_reference
 
-__all__ = [
-    "PWLU",
-    "INIT_SHAPES",
-    "RealignResult",
-    "REALIGN_MODES",
-    "trace_with_fused_op",
-    "use_inference_form",
-]
+__all__ = ["INIT_SHAPES", "PWLU", "REALIGN_MODES", "STATE_NAMES", "Phase", "RealignResult"]
 
 logger = logging.getLogger(__name__)
 
+
+class Phase(enum.IntEnum):
+    """Where a unit is in the paper's learning method (the value saved in its state dict)."""
+
+    INITIAL = 0
+    STATISTICS = 1
+    TRAINING = 2
+
+
+#: The state-dict entries of a unit, in order: its five parameters, three statistics buffers
+#: and its phase.
+STATE_NAMES = (*PARAM_NAMES, "running_mean", "running_std", "num_batches_tracked", "phase")
 REALIGN_MODES = ("paper", "function_preserving")
 #: Initial shapes: what a unit computes in Phase I and is reset to (interpolated on its grid)
 #: at the realignment. "relu" is the paper's; "swish" is x * sigmoid(x).
@@ -72,16 +82,12 @@ class PWLU(nn.Module):
         bound_std: the realigned bounds are ``mean -/+ bound_std * std``.
         init_bound: bounds at construction, about ``-init_bound`` and ``+init_bound`` (snapped
             so that 0 is a breakpoint and the unit is exactly ReLU).
-        min_width: smallest bound width a realignment gives (degenerate statistics).
+        min_width: smallest bound width: what a realignment gives for degenerate statistics,
+            and what :meth:`keep_min_width` restores after an optimizer step.
         init_shape: a key of :data:`INIT_SHAPES`: the function of Phase I, and the shape the
             heights are set to at construction and realignment (``"relu"``: the paper's;
             outer slopes 0 and 1 for both).
     """
-
-    INITIAL, STATISTICS, TRAINING = 0, 1, 2
-    PARAM_NAMES = ("left_bound", "right_bound", "heights", "left_slope", "right_slope")
-    BUFFER_NAMES = ("running_mean", "running_std", "num_batches_tracked", "phase")
-    STATE_NAMES = PARAM_NAMES + BUFFER_NAMES  # the keys of a unit in a state dict
 
     def __init__(
         self,
@@ -126,13 +132,9 @@ class PWLU(nn.Module):
         self.register_buffer("running_mean", torch.zeros(shape))
         self.register_buffer("running_std", torch.ones(shape))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        self.register_buffer("phase", torch.tensor(self.INITIAL, dtype=torch.long))
-        self._phase = self.INITIAL  # mirror of the buffer, for control flow without syncs
-        # Compute in the exported arithmetic (see use_inference_form) instead of the fused op.
-        self.use_inference_form = False
-        self._frozen_tables: tuple[torch.Tensor, ...] | None = None  # see use_inference_form
-        # Record the fused C++ op in TorchScript traces (see trace_with_fused_op).
-        self.trace_fused_op = False
+        # A Python value, for control flow without device syncs; saved as "phase" in the state
+        # dict (see _save_to_state_dict).
+        self.phase = Phase.INITIAL
         with torch.no_grad():  # the grid is snapped so that 0 is a breakpoint: exactly ReLU
             left, right = self._snap_to_zero_breakpoint(
                 self.left_bound.double(), self.right_bound.double()
@@ -142,59 +144,31 @@ class PWLU(nn.Module):
     # ---------------------------------------------------------------------------------------
     # Forward.
 
-    def _params(self) -> tuple[torch.Tensor, ...]:
-        return tuple(getattr(self, name) for name in self.PARAM_NAMES)
+    def op_params(self) -> tuple[torch.Tensor, ...]:
+        """The five parameters, in the op's order (:data:`PARAM_NAMES`)."""
+        return tuple(getattr(self, name) for name in PARAM_NAMES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the unit to ``x`` (channel-wise: channels in dim ``channel_dim``).
-
-        Under TorchScript scripting or tracing and ONNX export, the inference form in standard
-        ops is used (:meth:`forward_inference`); otherwise the fused op (and Phase I logic).
-        """
-        if torch.jit.is_scripting():
-            return self.forward_inference(x)
-        return self._forward_eager(x)
-
-    def forward_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """The unit in plain ops (scriptable, exportable), as evaluated at inference."""
-        if self._phase == 1:  # STATISTICS: exactly the initial shape
-            if self.init_shape == "swish":
-                return F.silu(x)
-            return torch.relu(x)
-        if torch.jit.is_scripting():
-            scale, shift, slope, intercept = inference_tables(
-                self.left_bound, self.right_bound, self.heights, self.left_slope, self.right_slope
-            )
-        else:
-            scale, shift, slope, intercept = self._inference_tables()
-        channel_dim = None if self.num_channels is None else self.channel_dim
-        return pwlu_inference(x, scale, shift, slope, intercept, channel_dim, self.num_intervals)
-
-    @torch.jit.unused
-    def _inference_tables(self) -> tuple[torch.Tensor, ...]:
-        if self._frozen_tables is not None:
-            return self._frozen_tables
-        return inference_tables(*self._params())
-
-    @torch.jit.unused
-    def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_inference_form:
-            return self.forward_inference(x)
-        # ONNX export traces too; it always gets the inference form (no custom op in ONNX).
-        if torch.jit.is_tracing() and (not self.trace_fused_op or torch.onnx.is_in_onnx_export()):
-            return self.forward_inference(x)
-        if self._phase == self.STATISTICS:
+        """Apply the unit to ``x`` (channel-wise: channels in dim ``channel_dim``)."""
+        if self.phase == Phase.STATISTICS:
             if self.training:
                 self._update_statistics(x)
             out = INIT_SHAPES[self.init_shape](x)
             if torch.is_grad_enabled() and self.heights.requires_grad:
                 # Zero gradients keep the parameters "used" for DistributedDataParallel.
-                out = out + 0.0 * sum(p.sum() for p in self._params()).to(out.dtype)
+                out = out + 0.0 * sum(p.sum() for p in self.op_params()).to(out.dtype)
             return out
         # The op directly: the module's parameters are valid by construction, so pwlu()'s
         # Python checks would only add per-call overhead (the kernels check x).
         channel_dim = 0 if self.num_channels is None else self.channel_dim % x.dim()
-        return pwlu_canonical(x, canonical_params(*self._params()), channel_dim)
+        return pwlu_canonical(x, canonical_params(*self.op_params()), channel_dim)
+
+    def __prepare_scriptable__(self):
+        # Called by torch.jit.script on every submodule, before it compiles anything.
+        raise TypeError(
+            "PWLU is not scriptable: script pwlu_det.layers.to_inference_form(model) instead, "
+            "which replaces every PWLU by its inference form in standard ops"
+        )
 
     def _reduce_dims(self, x: torch.Tensor) -> list[int]:
         if self.num_channels is None:
@@ -217,10 +191,6 @@ class PWLU(nn.Module):
     # ---------------------------------------------------------------------------------------
     # Phases.
 
-    def _set_phase(self, phase: int) -> None:
-        self.phase.fill_(phase)
-        self._phase = phase
-
     @torch.no_grad()
     def start_statistics(self) -> None:
         """Enter Phase I: output exactly the initial shape, collect input statistics in
@@ -228,24 +198,16 @@ class PWLU(nn.Module):
         self.running_mean.zero_()
         self.running_std.fill_(1.0)
         self.num_batches_tracked.zero_()
-        self._set_phase(self.STATISTICS)
-
-    def breakpoints(
-        self, left: torch.Tensor | None = None, right: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The N + 1 breakpoints ``B_L + i * (B_R - B_L) / N`` of the bounds ``left``, ``right``
-        (default: the unit's own, detached), in a new last dimension."""
-        if left is None or right is None:
-            left, right = self.left_bound.detach(), self.right_bound.detach()
-        steps = torch.arange(self.num_intervals + 1, dtype=left.dtype, device=left.device)
-        return left.unsqueeze(-1) + steps * ((right - left).unsqueeze(-1) / self.num_intervals)
+        self.phase = Phase.STATISTICS
 
     def _reset_to_shape(self, left: torch.Tensor, right: torch.Tensor) -> None:
         """Set bounds to (left, right), heights to the initial shape at the breakpoints, outer
         slopes 0 and 1."""
         self.left_bound.copy_(left)
         self.right_bound.copy_(right)
-        self.heights.copy_(INIT_SHAPES[self.init_shape](self.breakpoints(left, right)))
+        self.heights.copy_(
+            INIT_SHAPES[self.init_shape](breakpoints(left, right, self.num_intervals))
+        )
         self.left_slope.fill_(0.0)
         self.right_slope.fill_(1.0)
 
@@ -320,7 +282,7 @@ class PWLU(nn.Module):
         before = self._function_snapshot()
         dtype = self.left_bound.dtype
         self._reset_to_shape(left.to(dtype), right.to(dtype))
-        self._set_phase(self.TRAINING)
+        self.phase = Phase.TRAINING
         jump = self._max_jump(before, *collected)
         return RealignResult(
             self.left_bound.detach().clone(), self.right_bound.detach().clone(), jump, fallbacks
@@ -328,14 +290,28 @@ class PWLU(nn.Module):
 
     @torch.no_grad()
     def keep_min_width(self) -> None:
-        """Keep ``right_bound - left_bound >= min_width`` after an optimizer step, which can push
-        the bounds together or past each other (then the unit is no function at all): such a
-        pair is widened to ``min_width`` about its midpoint. No host sync.
+        """Project the bounds back to ``right_bound - left_bound >= min_width``.
+
+        Called after every optimizer step (see :func:`pwlu_det.engine.build_pwlu_optimizer`),
+        which can push the bounds together or past each other (then the unit is no function at
+        all). Such a pair is widened to ``min_width`` about its midpoint. A unit whose bounds
+        are no longer finite (a diverged step) gets finite bounds about 0 and NaN heights: it
+        then outputs NaN, so the divergence shows in the loss (Detectron2 stops on it) instead
+        of in the op's bound check. No host sync.
         """
-        narrow = ~(self.right_bound - self.left_bound >= self.min_width)  # NaN counts too
-        mid = (self.left_bound + self.right_bound) / 2
-        self.left_bound.copy_(torch.where(narrow, mid - self.min_width / 2, self.left_bound))
-        self.right_bound.copy_(torch.where(narrow, mid + self.min_width / 2, self.right_bound))
+        left, right = self.left_bound, self.right_bound
+        finite = torch.isfinite(left) & torch.isfinite(right)
+        mid = torch.where(finite, left / 2 + right / 2, torch.zeros_like(left))
+        narrow = ~(right - left >= self.min_width) | ~finite  # NaN widths count too
+        new_left = mid - self.min_width / 2
+        new_right = new_left + self.min_width
+        # Far from 0 the sum rounds: one step up makes the width at least min_width.
+        short = new_right - new_left < self.min_width
+        up = torch.nextafter(new_right, torch.full_like(new_right, float("inf")))
+        new_right = torch.where(short, up, new_right)
+        left.copy_(torch.where(narrow, new_left, left))
+        right.copy_(torch.where(narrow, new_right, right))
+        self.heights.copy_(torch.where(finite.unsqueeze(-1), self.heights, float("nan")))
 
     # ---------------------------------------------------------------------------------------
     # Function jump across a realignment.
@@ -343,9 +319,9 @@ class PWLU(nn.Module):
     def _function_snapshot(self) -> tuple[torch.Tensor, ...] | None:
         """The parameters of the function computed now (None: exactly the initial shape, as in
         Phase I)."""
-        if self._phase == self.STATISTICS:
+        if self.phase == Phase.STATISTICS:
             return None
-        return tuple(p.detach().double().clone() for p in self._params())
+        return tuple(p.detach().double().clone() for p in self.op_params())
 
     def _evaluate(self, snapshot: tuple[torch.Tensor, ...] | None, x: torch.Tensor) -> torch.Tensor:
         if snapshot is None:
@@ -357,12 +333,12 @@ class PWLU(nn.Module):
     ) -> float:
         """max |f_after - f_before| on [low, high] per unit, exactly: both functions are
         piecewise linear, so the maximum is at a breakpoint of either, at 0 or at an end."""
-        after = tuple(p.detach().double() for p in self._params())
-        units = low.numel()
+        after = tuple(p.detach().double() for p in self.op_params())
+        units, n = low.numel(), self.num_intervals
         probes = [low.reshape(units, 1), high.reshape(units, 1), torch.zeros(units, 1).double()]
         for params in (before, after):
             if params is not None:
-                probes.append(self.breakpoints(params[0].reshape(units), params[1].reshape(units)))
+                probes.append(breakpoints(params[0].reshape(units), params[1].reshape(units), n))
         x = torch.cat(probes, dim=1)
         x = torch.minimum(torch.maximum(x, low.reshape(units, 1)), high.reshape(units, 1))
         x = x.t().contiguous()  # (probes, units): units in dim 1 for channel-wise parameters
@@ -374,13 +350,30 @@ class PWLU(nn.Module):
     # ---------------------------------------------------------------------------------------
     # Checkpoints and printing.
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._phase = int(self.phase)
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "phase"] = torch.tensor(int(self.phase))
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+    ):
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+        )
+        key = prefix + "phase"
+        if key not in state_dict:
+            missing_keys.append(key)
+            return
+        if key in unexpected_keys:  # not a parameter or buffer: the base class does not know it
+            unexpected_keys.remove(key)
+        value = int(state_dict[key])
+        if value not in set(Phase):
+            errors.append(f"{key}: {value} is not a PWLU phase (one of {[int(p) for p in Phase]})")
+            return
+        self.phase = Phase(value)
 
     def extra_repr(self) -> str:
         granularity = "layer-wise" if self.num_channels is None else f"{self.num_channels} channels"
-        phase = {self.INITIAL: "initial", self.STATISTICS: "statistics", self.TRAINING: "training"}
         left, right = self.left_bound.detach(), self.right_bound.detach()
         if left.numel() == 1:
             bounds = f"bounds=[{left.item():.3g}, {right.item():.3g}]"
@@ -392,49 +385,5 @@ class PWLU(nn.Module):
                 f"mean width {width:.3g}"
             )
         shape = "" if self.init_shape == "relu" else f", init_shape={self.init_shape}"
-        return f"N={self.num_intervals}, {granularity}{shape}, phase={phase[self._phase]}, {bounds}"
-
-
-@contextlib.contextmanager
-def use_inference_form(model: nn.Module):
-    """Within the block, every PWLU of ``model`` computes in its inference form (the arithmetic
-    of exported models) instead of the fused op: an exported model is compared against this.
-
-    The inference tables are computed once on entry, so a model traced in the block holds them
-    as constants; the parameters must not change within the block.
-    """
-    units = [m for m in model.modules() if isinstance(m, PWLU)]
-    before = [m.use_inference_form for m in units]
-    for m in units:
-        m.use_inference_form = True
-        with torch.no_grad():
-            m._frozen_tables = inference_tables(*m._params())
-    try:
-        yield model
-    finally:
-        for m, flag in zip(units, before, strict=True):
-            m.use_inference_form = flag
-            m._frozen_tables = None
-
-
-@contextlib.contextmanager
-def trace_with_fused_op(model: nn.Module):
-    """Within the block, TorchScript traces of ``model`` record its PWLUs as the fused C++ op
-    (``pwlu_det::pwlu_forward``) instead of the inference form in standard ops.
-
-    Such a TorchScript file runs at the fused op's speed, but only on CPU and only where
-    ``pwlu_det`` is installed and imported before ``torch.jit.load``.
-
-    Raises:
-        RuntimeError: the C++ extension is not built.
-    """
-    if not pwlu_cpp.available():
-        raise RuntimeError(f"the fused PWLU op is unavailable: {pwlu_cpp.unavailable_reason()}")
-    units = [m for m in model.modules() if isinstance(m, PWLU)]
-    for m in units:
-        m.trace_fused_op = True
-    try:
-        yield model
-    finally:
-        for m in units:
-            m.trace_fused_op = False
+        phase = self.phase.name.lower()
+        return f"N={self.num_intervals}, {granularity}{shape}, phase={phase}, {bounds}"

@@ -18,7 +18,24 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["pwlu_reference", "unit_view"]
+__all__ = ["breakpoints", "pwlu_reference", "unit_view"]
+
+
+def breakpoints(
+    left_bound: torch.Tensor, right_bound: torch.Tensor, num_intervals: int
+) -> torch.Tensor:
+    """The N + 1 breakpoints ``B_L + i * (B_R - B_L) / N`` of each unit, in a new last dimension.
+
+    Args:
+        left_bound, right_bound: the bounds, any (same) shape, e.g. 0-d or ``(C,)``.
+        num_intervals: N.
+
+    Returns:
+        ``(*bounds.shape, N + 1)``, in the bounds' dtype.
+    """
+    steps = torch.arange(num_intervals + 1, dtype=left_bound.dtype, device=left_bound.device)
+    width = (right_bound - left_bound).unsqueeze(-1) / num_intervals
+    return left_bound.unsqueeze(-1) + steps * width
 
 
 def unit_view(param: torch.Tensor, x: torch.Tensor, channel_dim: int) -> torch.Tensor:

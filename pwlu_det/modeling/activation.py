@@ -12,8 +12,7 @@ from collections.abc import Callable
 from detectron2.config import CfgNode
 from torch import nn
 
-from pwlu_det.config import ACTIVATIONS
-from pwlu_det.layers import PWLU
+from pwlu_det.layers import create_activation, get_activation_layer
 
 __all__ = ["RELU", "ActivationFactory", "HeadActivationMixin", "activation_factory"]
 
@@ -22,15 +21,15 @@ class ActivationFactory:
     """Builds activation modules: ``factory(num_channels)`` returns a new module.
 
     Args:
-        name: ``"PWLU"``, ``"Swish"`` (= ``"SiLU"``) or ``"ReLU"``.
+        name: a key of :data:`pwlu_det.layers.ACTIVATION_LAYERS`: ``"PWLU"``, ``"Swish"``
+            (= ``"SiLU"``) or ``"ReLU"``.
         pwlu_kwargs: keyword arguments of :class:`PWLU` besides ``num_channels``; with
             ``channel_wise=False`` in them removed and turned into layer-wise units.
         channel_wise: PWLU granularity (one unit per channel, or one per layer).
     """
 
     def __init__(self, name: str = "ReLU", channel_wise: bool = True, **pwlu_kwargs):
-        if name not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {name!r}: expected one of {ACTIVATIONS}")
+        get_activation_layer(name)  # an unknown name fails here, not at the first layer
         self.name = name
         self.channel_wise = channel_wise
         self.pwlu_kwargs = pwlu_kwargs
@@ -41,13 +40,11 @@ class ActivationFactory:
         ``inplace``: ReLU and Swish may overwrite their input (as Detectron2's ``F.relu_``);
         pass False where the caller still uses the input afterwards. A PWLU never does.
         """
-        if self.name == "ReLU":
-            return nn.ReLU(inplace=inplace)
-        if self.name in ("Swish", "SiLU"):
-            return nn.SiLU(inplace=inplace)
-        return PWLU(
+        return create_activation(
+            self.name,
             num_channels if self.channel_wise else None,
             channel_dim=channel_dim,
+            inplace=inplace,
             **self.pwlu_kwargs,
         )
 

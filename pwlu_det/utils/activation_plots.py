@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pwlu_det.layers.pwlu_module import PWLU
+from pwlu_det.layers import STATE_NAMES
 from pwlu_det.layers.pwlu_reference import pwlu_reference
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: The nine state-dict entries of a PWLU module (five parameters, four buffers).
-PWLU_KEYS = PWLU.STATE_NAMES
+PWLU_KEYS = STATE_NAMES
 #: Names of the values of the ``phase`` buffer (see :class:`pwlu_det.layers.PWLU`).
 PHASE_NAMES = {0: "initial", 1: "statistics", 2: "training"}
 

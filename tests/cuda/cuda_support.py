@@ -20,12 +20,11 @@ from collections.abc import Callable, Sequence
 import torch
 
 from pwlu_det.layers import pwlu_triton
-from pwlu_det.layers.pwlu_op import pwlu
+from pwlu_det.layers.pwlu_op import PARAM_NAMES, pwlu
 from pwlu_det.layers.pwlu_reference import pwlu_reference
 
 DEVICES = ("interpreter", "cuda")
 NO_GPU_REASON = "needs a CUDA GPU (its interpreter twin runs the same test on CPU)"
-PARAM_NAMES = ("left_bound", "right_bound", "heights", "left_slope", "right_slope")
 _EPS32 = 2.0**-23
 
 
