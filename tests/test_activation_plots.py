@@ -6,9 +6,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pwlu_det.layers import PWLU, pwlu_reference
-from pwlu_det.utils import collect_pwlu_units, compute_unit_curves, plot_pwlu_activations
-from pwlu_det.utils.activation_plots import HEADER_INCHES, PWLU_KEYS
+from pwlu_det.checkpoint import find_pwlu_units
+from pwlu_det.layers import PARAM_NAMES, PWLU, STATE_NAMES, Phase, pwlu_reference
+from pwlu_det.utils import compute_unit_curves, plot_pwlu_activations
+from pwlu_det.utils.activation_plots import HEADER_INCHES
 
 PANEL = (3.0, 2.5)
 DPI = 40
@@ -26,7 +27,7 @@ class TinyModel(nn.Module):
         self.block = nn.Module()
         self.block.act = PWLU(3, num_intervals=8)  # channel-wise, phase 0
         self.decoy = nn.Module()  # 8 of the 9 keys: not a PWLU
-        for name in PWLU_KEYS[:-1]:
+        for name in STATE_NAMES[:-1]:
             self.decoy.register_buffer(name, torch.zeros(2))
 
 
@@ -43,7 +44,7 @@ def model():
     with torch.no_grad():
         act.heights.add_(0.3 * torch.randn_like(act.heights))
         act.left_slope.add_(torch.tensor([-0.2, 0.1, 0.0, 0.3]))
-    assert int(act.phase) == PWLU.TRAINING
+    assert int(act.phase) == Phase.TRAINING
     assert (act.left_bound - (-3.0)).abs().min() > 0.3, "realigned bounds must differ from -3"
     assert (act.right_bound - 3.0).abs().min() > 0.3, "realigned bounds must differ from +3"
     return net
@@ -66,12 +67,12 @@ def _expected_size(panels, columns):
     return round(columns * PANEL[0] * DPI), round((rows * PANEL[1] + HEADER_INCHES) * DPI)
 
 
-def test_collect_pwlu_units_finds_exactly_the_units(model):
+def test_find_pwlu_units_finds_exactly_the_units(model):
     state = model.state_dict()
-    units = collect_pwlu_units(state)
+    units = find_pwlu_units(state)
     assert list(units) == ["act", "head.1", "block.act"]
     for name, unit in units.items():
-        assert set(unit) == set(PWLU_KEYS)
+        assert set(unit) == set(STATE_NAMES)
         for key, value in unit.items():
             assert torch.equal(value, state[f"{name}.{key}"])
     assert units["head.1"]["left_bound"].dim() == 0
@@ -126,7 +127,7 @@ def test_max_layers_limits_the_panels(tmp_path, checkpoint):
 
 
 def test_median_curve_equals_the_reference_per_channel(model):
-    unit = collect_pwlu_units(model.state_dict())["act"]
+    unit = find_pwlu_units(model.state_dict())["act"]
     curves = compute_unit_curves(unit, "act", band=(10.0, 90.0))
     x = torch.from_numpy(curves.x)
     assert x.dtype == torch.float64
@@ -135,7 +136,7 @@ def test_median_curve_equals_the_reference_per_channel(model):
         [
             pwlu_reference(
                 x,
-                *(unit[k][c].double() for k in PWLU_KEYS[:5]),
+                *(unit[k][c].double() for k in PARAM_NAMES),
             ).numpy()
             for c in range(4)
         ]
@@ -155,7 +156,9 @@ def test_median_curve_equals_the_reference_per_channel(model):
     assert curves.range_high == pytest.approx(float(torch.quantile(mean + 3 * std, 0.5)))
     assert curves.x[0] < float(torch.quantile(left, 0.1)) and curves.x[0] < curves.range_low
     assert curves.x[-1] > float(torch.quantile(right, 0.9)) and curves.x[-1] > curves.range_high
-    assert curves.num_channels == 4 and curves.num_intervals == 16 and curves.phase == 2
+    assert (
+        curves.num_channels == 4 and curves.num_intervals == 16 and curves.phase == Phase.TRAINING
+    )
 
 
 def test_layerwise_curve_has_the_known_values():
@@ -194,7 +197,7 @@ def test_no_pwlu_raises_value_error(tmp_path):
     with pytest.raises(ValueError, match="no PWLU module"):
         plot_pwlu_activations({}, output)
     assert not output.exists()
-    assert collect_pwlu_units(torch.load(path)["model"]) == {}
+    assert find_pwlu_units(torch.load(path)["model"]) == {}
 
 
 def test_missing_file_raises_file_not_found(tmp_path):
@@ -220,7 +223,7 @@ def test_cli_prints_the_output_and_the_layer_count(tmp_path, checkpoint, capsys)
 
 
 def test_non_finite_channels_are_left_out_of_the_summary(model, caplog):
-    unit = {k: v.clone() for k, v in collect_pwlu_units(model.state_dict())["act"].items()}
+    unit = {k: v.clone() for k, v in find_pwlu_units(model.state_dict())["act"].items()}
     unit["heights"][2, 5] = float("nan")
     with caplog.at_level("WARNING"):
         curves = compute_unit_curves(unit, "act")

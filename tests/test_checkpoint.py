@@ -1,12 +1,16 @@
-"""Checkpoints are written atomically, and a fresh run never overwrites an earlier one."""
+"""Checkpoints are written atomically, and a fresh run never overwrites an earlier one; state
+dicts are read from files, checkpoints and models, and their PWLU units found."""
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from pwlu_det.engine.checkpoint import AtomicDetectionCheckpointer
+from pwlu_det.checkpoint import AtomicDetectionCheckpointer, find_pwlu_units, load_state_dict
+from pwlu_det.layers import PWLU, STATE_NAMES
+from pwlu_det.utils.file_io import atomic_write
 
 
 class _Crash(Exception):
@@ -43,3 +47,59 @@ def test_checkpoint_round_trip(tmp_path):
     restored = nn.Linear(3, 2)
     AtomicDetectionCheckpointer(restored, str(tmp_path)).resume_or_load("", resume=True)
     assert torch.equal(restored.weight, model.weight)
+
+
+def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "results.json"
+    atomic_write(target, lambda f: f.write(b"old"))
+
+    def failing_write(f):
+        f.write(b"half of the new")
+        raise _Crash
+
+    with pytest.raises(_Crash):
+        atomic_write(str(target), failing_write)
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_find_pwlu_units_needs_every_state_entry():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), PWLU(4))
+    state = model.state_dict()
+    assert "1.running_mean" in state and "1.num_batches_tracked" in state  # BatchNorm: no unit
+    units = find_pwlu_units(state)
+    assert list(units) == ["2"]
+    assert list(units["2"]) == list(STATE_NAMES)
+    assert all(value is state[f"2.{name}"] for name, value in units["2"].items())
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    assert find_pwlu_units(shapes)["2"]["heights"] == (4, 17)
+    assert list(find_pwlu_units(PWLU().state_dict())) == [""]  # a unit at the root
+    del state["2.phase"]
+    assert find_pwlu_units(state) == {}
+
+
+@pytest.mark.parametrize("wrapper", [None, "model", "state_dict"])
+def test_load_state_dict_unwraps_and_strips_module_prefix(tmp_path, wrapper):
+    model = nn.Sequential(nn.Linear(3, 2), PWLU())
+    state = {f"module.{key}": value for key, value in model.state_dict().items()}
+    state["module.note"] = "not a tensor"
+    saved = {wrapper: state, "iteration": 7} if wrapper else state
+    torch.save(saved, tmp_path / "model.pth")
+
+    for source in (tmp_path / "model.pth", str(tmp_path / "model.pth"), saved, model):
+        loaded = load_state_dict(source)
+        assert list(loaded) == list(model.state_dict())
+        assert torch.equal(loaded["0.weight"], model[0].weight)
+        assert not loaded["0.weight"].requires_grad
+    assert torch.equal(load_state_dict({"a": np.arange(3)})["a"], torch.arange(3))
+
+
+def test_load_state_dict_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        load_state_dict(tmp_path / "missing.pth")
+    torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="list.pth: expected a dict, got list"):
+        load_state_dict(tmp_path / "list.pth")
+    torch.save({"model": nn.Linear(1, 1)}, tmp_path / "pickled.pth")
+    with pytest.raises(ValueError, match="pickled.pth holds objects other than tensors"):
+        load_state_dict(tmp_path / "pickled.pth")

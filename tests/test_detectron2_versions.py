@@ -15,8 +15,8 @@ from detectron2.structures import BoxMode
 from tiny_training import TinyTrainer, tiny_cfg
 from torch import nn
 
+from pwlu_det.checkpoint import AtomicDetectionCheckpointer
 from pwlu_det.engine import PWLUTrainer
-from pwlu_det.engine.checkpoint import AtomicDetectionCheckpointer
 
 
 def _trainer(tmp_path) -> TinyTrainer:

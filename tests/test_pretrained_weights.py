@@ -17,14 +17,14 @@ from torch import nn
 from pwlu_det import add_pwlu_config, validate_pwlu_config
 from pwlu_det.checkpoint import (
     TORCHVISION_CONFIG,
+    AtomicDetectionCheckpointer,
     convert_torchvision_resnet,
     save_d2_pkl,
     torchvision_to_d2_key,
 )
 from pwlu_det.engine import cli
-from pwlu_det.engine.checkpoint import AtomicDetectionCheckpointer
 from pwlu_det.export import load_model_for_export
-from pwlu_det.layers import PWLU
+from pwlu_det.layers import PWLU, Phase
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "COCO-InstanceSegmentation"
 FEATURES = ("res2", "res3", "res4", "res5")
@@ -294,7 +294,7 @@ def test_pwlu_checkpoint_round_trip_is_strict_but_accepted(tmp_path):
     restored = mask_rcnn("pwlu", *R18)
     AtomicDetectionCheckpointer(restored, str(tmp_path)).resume_or_load("", resume=True)
     restored_unit = restored.backbone.bottom_up.res3[0].act1
-    assert restored_unit.phase.item() == PWLU.TRAINING
+    assert restored_unit.phase == Phase.TRAINING
     assert torch.equal(restored_unit.left_bound, unit.left_bound)
 
     other = mask_rcnn("pwlu", *R18, "MODEL.PWLU.NUM_INTERVALS", 8)

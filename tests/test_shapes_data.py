@@ -24,6 +24,7 @@ from pwlu_det.data.shapes import (
     render_shapes_image,
     shapes_split_paths,
 )
+from pwlu_det.utils.file_io import atomic_write
 
 NUM_IMAGES = 6
 SEED = 0
@@ -268,5 +269,5 @@ def test_interrupted_generation_leaves_no_json(tmp_path, monkeypatch):
     # A write that fails half-way leaves neither the target nor a temporary file.
     target = tmp_path / "train" / "partial.jpg"
     with pytest.raises(TypeError):
-        shapes._atomic_write(target, "not bytes")
+        atomic_write(target, lambda f: f.write("not bytes"))
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["000000.jpg", "000001.jpg"]

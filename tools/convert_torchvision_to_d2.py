@@ -16,7 +16,7 @@ import logging
 from pwlu_det.checkpoint import (
     TORCHVISION_CONFIG,
     convert_torchvision_resnet,
-    load_torchvision_state_dict,
+    load_state_dict,
     save_d2_pkl,
 )
 
@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.output}: the output must end with .pkl (Detectron2 reads by extension)"
         )
     try:
-        weights = convert_torchvision_resnet(load_torchvision_state_dict(args.input))
-    except ValueError as error:
-        raise SystemExit(f"{args.input}: {error}") from error
+        weights = convert_torchvision_resnet(load_state_dict(args.input))
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from error
     save_d2_pkl(weights, args.output)
     pairs = zip(TORCHVISION_CONFIG[::2], TORCHVISION_CONFIG[1::2], strict=True)
     print(f"Use it with MODEL.WEIGHTS {args.output} and:")

@@ -1,14 +1,14 @@
-"""Pretrained weights: torchvision -> Detectron2 conversion and strict checkpoint checks."""
+"""Checkpoints: the atomic and strict checkpointer, reading state dicts, torchvision -> Detectron2
+conversion and strict checkpoint checks."""
 
+from .checkpointer import AtomicDetectionCheckpointer
 from .convert import (
     TORCHVISION_CONFIG,
     convert_torchvision_resnet,
-    load_torchvision_state_dict,
     save_d2_pkl,
     torchvision_to_d2_key,
 )
 from .loading import (
-    PWLU_STATE_NAMES,
     ShapeMismatch,
     check_checkpoint_complete,
     check_checkpoint_fits,
@@ -16,16 +16,18 @@ from .loading import (
     missing_backbone_keys,
     pwlu_state_keys,
 )
+from .state_dict import find_pwlu_units, load_state_dict
 
 __all__ = [
-    "PWLU_STATE_NAMES",
     "TORCHVISION_CONFIG",
+    "AtomicDetectionCheckpointer",
     "ShapeMismatch",
     "check_checkpoint_complete",
     "check_checkpoint_fits",
     "convert_torchvision_resnet",
+    "find_pwlu_units",
     "find_shape_mismatches",
-    "load_torchvision_state_dict",
+    "load_state_dict",
     "missing_backbone_keys",
     "pwlu_state_keys",
     "save_d2_pkl",

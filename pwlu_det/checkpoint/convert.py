@@ -31,7 +31,6 @@ import torch
 __all__ = [
     "TORCHVISION_CONFIG",
     "convert_torchvision_resnet",
-    "load_torchvision_state_dict",
     "save_d2_pkl",
     "torchvision_to_d2_key",
 ]
@@ -116,26 +115,6 @@ def convert_torchvision_resnet(state_dict: Mapping[str, torch.Tensor]) -> dict[s
         converted[new_key] = value.detach().cpu().numpy()
     logger.info("converted %d of %d torchvision tensors", len(converted), len(state_dict))
     return converted
-
-
-def load_torchvision_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a torchvision ``.pth``: a bare state dict, or one under ``"state_dict"``/``"model"``.
-
-    A ``module.`` prefix (saved from ``DataParallel``/``DistributedDataParallel``) is removed.
-
-    Raises:
-        ValueError: the file does not hold a state dict.
-    """
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{path}: expected a state dict, got {type(data).__name__}")
-    for wrapper in ("state_dict", "model"):
-        if isinstance(data.get(wrapper), Mapping):
-            data = data[wrapper]
-            break
-    if data and all(key.startswith("module.") for key in data):
-        data = {key[len("module.") :]: value for key, value in data.items()}
-    return dict(data)
 
 
 def save_d2_pkl(

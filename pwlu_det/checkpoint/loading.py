@@ -21,10 +21,9 @@ from typing import Any
 
 from torch import nn
 
-from pwlu_det.layers import STATE_NAMES
+from .state_dict import find_pwlu_units
 
 __all__ = [
-    "PWLU_STATE_NAMES",
     "ShapeMismatch",
     "check_checkpoint_complete",
     "check_checkpoint_fits",
@@ -35,9 +34,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Last component of the state-dict keys of a PWLU unit: absent from ReLU-pretrained files.
-# (A unit is recognised by its "heights": BatchNorm also has "running_mean".)
-PWLU_STATE_NAMES = frozenset(STATE_NAMES)
 BACKBONE_PREFIX = "backbone."
 _SHOWN = 10  # keys listed in an error message before "... and N more"
 _TORCHVISION_KEY = re.compile(r"^(module\.)?layer[1-4]\.\d+\.")
@@ -63,16 +59,10 @@ class ShapeMismatch:
 def pwlu_state_keys(keys: Collection[str]) -> set[str]:
     """The keys among ``keys`` that hold PWLU state, which ReLU-pretrained files do not have.
 
-    A key is PWLU state if its last component is in :data:`PWLU_STATE_NAMES` and its module
-    has ``heights`` (so that a BatchNorm's ``running_mean`` is not).
+    These are the keys of the units :func:`~pwlu_det.checkpoint.find_pwlu_units` finds.
     """
-    keys = set(keys)
-    pwlu_keys = set()
-    for key in keys:
-        module, _, name = key.rpartition(".")
-        if name in PWLU_STATE_NAMES and (f"{module}.heights" if module else "heights") in keys:
-            pwlu_keys.add(key)
-    return pwlu_keys
+    units = find_pwlu_units(dict.fromkeys(keys))
+    return {f"{module}.{name}".lstrip(".") for module, unit in units.items() for name in unit}
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:

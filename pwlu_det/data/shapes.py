@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 import zlib
 from collections.abc import Sequence
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from pwlu_det.utils.file_io import atomic_write
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -334,19 +335,6 @@ def _coco_annotation(obj: ShapeObject, annotation_id: int, image_id: int) -> dic
     }
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _info(split: str, num_images: int, image_size: tuple[int, int], seed: int) -> dict:
     """The JSON's ``info``: it records everything the bytes depend on (see ensure_...)."""
     return {
@@ -403,7 +391,7 @@ def generate_shapes_split(
         ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:  # pragma: no cover - OpenCV always encodes a uint8 BGR image
             raise RuntimeError(f"OpenCV could not encode {file_name}")
-        _atomic_write(image_dir / file_name, encoded.tobytes())
+        atomic_write(image_dir / file_name, lambda f, jpeg=encoded: f.write(jpeg))
         image_id = index + 1
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
         for obj in objects:
@@ -424,7 +412,8 @@ def generate_shapes_split(
             for i, name in enumerate(SHAPE_CLASSES, start=1)
         ],
     }
-    _atomic_write(json_file, json.dumps(coco, separators=(",", ":")).encode())
+    data = json.dumps(coco, separators=(",", ":")).encode()
+    atomic_write(json_file, lambda f: f.write(data))
     logger.info(
         "shapes: wrote %d images, %d annotations to %s in %.1f s",
         num_images,

@@ -21,10 +21,11 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from pwlu_det.checkpoint import AtomicDetectionCheckpointer
 from pwlu_det.config import load_pwlu_config
 from pwlu_det.data import SHAPES_SPLITS, check_dataset_files, register_shapes_datasets
+from pwlu_det.utils.file_io import atomic_write
 
-from .checkpoint import AtomicDetectionCheckpointer, atomic_write
 from .launch import launch
 from .trainer import PWLUTrainer
 

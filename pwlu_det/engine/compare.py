@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import atomic_write
+from pwlu_det.utils.file_io import atomic_write
+
 from .cli import FINAL_RESULTS
 
 __all__ = [

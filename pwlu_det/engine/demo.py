@@ -70,11 +70,11 @@ def write_demo_pictures(config_file: str, opts: list[str] | None = None) -> list
     Returns:
         The paths written.
     """
+    from pwlu_det.checkpoint import AtomicDetectionCheckpointer
     from pwlu_det.config import load_pwlu_config
     from pwlu_det.utils import plot_pwlu_activations
     from pwlu_det.utils.prediction_grid import draw_prediction_grid
 
-    from .checkpoint import AtomicDetectionCheckpointer
     from .trainer import PWLUTrainer
 
     cfg = load_pwlu_config(config_file, opts)

@@ -35,9 +35,9 @@ from detectron2.evaluation import COCOEvaluator, inference_on_dataset, print_csv
 from detectron2.utils import comm
 from omegaconf import DictConfig
 
+from pwlu_det.checkpoint import AtomicDetectionCheckpointer
 from pwlu_det.lazy import lazy_target, pwlu_cfg, pwlu_options
 
-from .checkpoint import AtomicDetectionCheckpointer
 from .cli import (
     launch_from_command_line,
     prepare_datasets,

@@ -17,7 +17,7 @@ Differences from ``DefaultTrainer``, each the smallest override that does it:
   (Detectron2 main saves them itself, as ``_trainer`` too: then its copy is the only one);
 - ``build_train_loader``: with ``SEED < 0`` the data order is random, as in v0.6 (Detectron2
   main seeds its training sampler with ``cfg.SEED`` itself, so ``-1`` gave one fixed order);
-- checkpoints are written atomically (:class:`AtomicDetectionCheckpointer`).
+- checkpoints are written atomically (:class:`pwlu_det.checkpoint.AtomicDetectionCheckpointer`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator
 
-from .checkpoint import AtomicDetectionCheckpointer
+from pwlu_det.checkpoint import AtomicDetectionCheckpointer
+
 from .curves_hook import PWLUCurvesHook
 from .dynamics_hook import PWLUDynamicsHook
 from .optimizer import build_pwlu_optimizer

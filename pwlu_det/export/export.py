@@ -30,9 +30,9 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
-from pwlu_det.engine.checkpoint import atomic_write
 from pwlu_det.layers import to_inference_form
 from pwlu_det.layers.deploy import DEPLOY_OPS
+from pwlu_det.utils.file_io import atomic_write
 
 from .empty_rois import empty_safe_mask_head
 
@@ -311,8 +311,8 @@ def load_model_for_export(
     """
     from detectron2.modeling import build_model
 
+    from pwlu_det.checkpoint import AtomicDetectionCheckpointer
     from pwlu_det.config import load_pwlu_config
-    from pwlu_det.engine.checkpoint import AtomicDetectionCheckpointer
 
     cfg = load_pwlu_config(config_file, [*(opts or []), "MODEL.DEVICE", "cpu"])
     if not cfg.MODEL.WEIGHTS:

@@ -1,9 +1,9 @@
-"""Utilities around trained PWLU models: plots of the learned activation curves."""
+"""Utilities around trained PWLU models: plots of the learned activation curves, and atomic file
+writes (:mod:`pwlu_det.utils.file_io`)."""
 
 from .activation_plots import (
     ActivationPlot,
     UnitCurves,
-    collect_pwlu_units,
     compute_unit_curves,
     plot_pwlu_activations,
 )
@@ -11,7 +11,6 @@ from .activation_plots import (
 __all__ = [
     "ActivationPlot",
     "UnitCurves",
-    "collect_pwlu_units",
     "compute_unit_curves",
     "plot_pwlu_activations",
 ]

@@ -26,8 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,35 +35,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from pwlu_det.layers import STATE_NAMES
-from pwlu_det.layers.pwlu_reference import pwlu_reference
+from pwlu_det.checkpoint.state_dict import find_pwlu_units, load_state_dict
+from pwlu_det.layers import PARAM_NAMES, STATE_NAMES, Phase, breakpoints, pwlu_reference
+
+from .file_io import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 __all__ = [
     "HEADER_INCHES",
-    "PHASE_NAMES",
-    "PWLU_KEYS",
     "ActivationPlot",
     "UnitCurves",
-    "collect_pwlu_units",
     "compute_unit_curves",
-    "load_state_dict",
     "plot_pwlu_activations",
     "short_module_path",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: The nine state-dict entries of a PWLU module (five parameters, four buffers).
-PWLU_KEYS = STATE_NAMES
-#: Names of the values of the ``phase`` buffer (see :class:`pwlu_det.layers.PWLU`).
-PHASE_NAMES = {0: "initial", 1: "statistics", 2: "training"}
 
-_PARAM_KEYS = PWLU_KEYS[:5]
 _CURVE_COLOR = "tab:blue"
 _RELU_COLOR = "0.35"
 _BOUND_COLOR = "tab:red"
@@ -83,7 +73,7 @@ class UnitCurves:
         name: full module path (the state-dict prefix).
         num_channels: None for a layer-wise unit, else the number of channels C.
         num_intervals: N.
-        phase: value of the ``phase`` buffer (0 initial, 1 statistics, 2 training).
+        phase: the unit's phase, from its state-dict entry ``phase``.
         x: the evaluation grid, shape ``(T,)``, float64.
         curves: f(x) per unit, shape ``(C, T)`` (``(1, T)`` for layer-wise), float64.
         median: median of ``curves`` across channels, shape ``(T,)``.
@@ -105,7 +95,7 @@ class UnitCurves:
     name: str
     num_channels: int | None
     num_intervals: int
-    phase: int
+    phase: Phase
     x: np.ndarray
     curves: np.ndarray
     median: np.ndarray
@@ -147,79 +137,6 @@ class ActivationPlot:
         return os.fspath(self.path)
 
 
-# -------------------------------------------------------------------------------------------
-# Finding the units.
-
-
-def load_state_dict(
-    source: str | os.PathLike | Mapping[str, object] | nn.Module,
-) -> dict[str, object]:
-    """Return a state dict from a checkpoint path, a checkpoint/state dict, or a model.
-
-    Args:
-        source: a path to a ``.pth`` file (a Detectron2 checkpoint ``{"model": state_dict,
-            ...}`` or a bare state dict), such a dict already loaded, or an ``nn.Module``.
-
-    Returns:
-        The state dict (tensors detached, on CPU).
-
-    Raises:
-        FileNotFoundError: the path does not exist.
-        ValueError: the file is not loadable as tensors only, or holds no dict.
-    """
-    if isinstance(source, nn.Module):
-        return {k: v.detach().cpu() for k, v in source.state_dict().items()}
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"PWLU plot: checkpoint not found: {path}")
-        try:  # tensors and plain containers only: nothing in the file gets executed
-            source = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise ValueError(
-                f"PWLU plot: {path} holds objects other than tensors and plain containers; "
-                "load it yourself (torch.load(..., weights_only=False) if you trust it) and "
-                f"pass the state dict: {exc}"
-            ) from exc
-    if not isinstance(source, Mapping):
-        raise ValueError(f"PWLU plot: expected a dict, got {type(source).__name__}")
-    model = source.get("model")
-    state = model if isinstance(model, Mapping) else source
-    return {
-        k: v.detach().cpu() if isinstance(v, torch.Tensor) else torch.as_tensor(v)
-        for k, v in state.items()
-        if isinstance(v, (torch.Tensor, np.ndarray))
-    }
-
-
-def collect_pwlu_units(state_dict: Mapping[str, object]) -> dict[str, dict[str, torch.Tensor]]:
-    """Find the PWLU modules of a state dict by their key suffixes.
-
-    A module path ``p`` is a PWLU unit when all nine keys ``p.left_bound``, ``p.right_bound``,
-    ``p.heights``, ``p.left_slope``, ``p.right_slope``, ``p.running_mean``, ``p.running_std``,
-    ``p.num_batches_tracked`` and ``p.phase`` are present.
-
-    Args:
-        state_dict: a model state dict (for instance ``checkpoint["model"]``).
-
-    Returns:
-        ``{module path: {key: tensor}}`` in the order of the state dict.
-    """
-    candidates: dict[str, set[str]] = {}
-    for key in state_dict:
-        prefix, _, suffix = key.rpartition(".")
-        if suffix in PWLU_KEYS:
-            candidates.setdefault(prefix, set()).add(suffix)
-    units = {}
-    for prefix, found in candidates.items():
-        if len(found) == len(PWLU_KEYS):
-            units[prefix] = {
-                name: torch.as_tensor(state_dict[f"{prefix}.{name}" if prefix else name])
-                for name in PWLU_KEYS
-            }
-    return units
-
-
 def short_module_path(name: str, max_parts: int = 3) -> str:
     """The last ``max_parts`` components of a module path (``"..."`` marks a cut)."""
     parts = name.split(".")
@@ -248,7 +165,8 @@ def compute_unit_curves(
     channels do not squash the plot) and the collected range, and ``w = hi - lo``.
 
     Args:
-        unit: the nine entries of one PWLU module (see :func:`collect_pwlu_units`).
+        unit: the nine entries of one PWLU module (see
+            :func:`pwlu_det.checkpoint.find_pwlu_units`).
         name: module path, kept in the result.
         num_points: number of grid points; the breakpoints of the median bounds are added.
         margin: margin on each side, as a fraction of the covered width.
@@ -264,14 +182,14 @@ def compute_unit_curves(
     Raises:
         ValueError: parameter shapes that do not form a PWLU unit, or no finite channel.
     """
-    params = [torch.as_tensor(unit[k]).detach().cpu().double() for k in _PARAM_KEYS]
+    params = [torch.as_tensor(unit[k]).detach().cpu().double() for k in PARAM_NAMES]
     left, right, heights, left_slope, right_slope = params
     if heights.dim() not in (1, 2) or heights.shape[-1] < 2:
         raise ValueError(f"PWLU unit {name!r}: heights must be (N+1,) or (C, N+1), N >= 1")
     channelwise = heights.dim() == 2
     num_units = heights.shape[0] if channelwise else 1
     expected = (num_units,) if channelwise else ()
-    for key, p in zip(_PARAM_KEYS, params, strict=True):
+    for key, p in zip(PARAM_NAMES, params, strict=True):
         if key != "heights" and tuple(p.shape) != expected:
             raise ValueError(
                 f"PWLU unit {name!r}: {key} has shape {tuple(p.shape)}, expected {expected}"
@@ -312,7 +230,11 @@ def compute_unit_curves(
     width = max(cover_high - cover_low, 1e-6)
     left_median, right_median = median(left), median(right)
     grid = np.linspace(cover_low - margin * width, cover_high + margin * width, num_points)
-    breaks = np.linspace(left_median, right_median, num_intervals + 1)
+    breaks = breakpoints(
+        torch.tensor(left_median, dtype=torch.float64),
+        torch.tensor(right_median, dtype=torch.float64),
+        num_intervals,
+    ).numpy()
     x = np.unique(np.concatenate([grid, breaks, [0.0]]))
     x = x[(x >= grid[0]) & (x <= grid[-1])]
 
@@ -323,8 +245,7 @@ def compute_unit_curves(
     else:
         curves = pwlu_reference(xt, *params).unsqueeze(0).numpy()
     relu = np.maximum(x, 0.0)
-    steps = torch.arange(num_intervals + 1, dtype=torch.float64)
-    unit_breaks = left.unsqueeze(-1) + steps * ((right - left).unsqueeze(-1) / num_intervals)
+    unit_breaks = breakpoints(left, right, num_intervals)
     unit_heights = heights.reshape(num_units, -1)[finite]
     height_gap = (unit_heights - unit_breaks.clamp(min=0)).abs().amax(dim=-1)
     used = curves[finite.numpy()]
@@ -332,7 +253,7 @@ def compute_unit_curves(
         name=name,
         num_channels=num_units if channelwise else None,
         num_intervals=num_intervals,
-        phase=int(torch.as_tensor(unit["phase"])),
+        phase=Phase(int(torch.as_tensor(unit["phase"]))),
         x=x,
         curves=curves,
         median=np.median(used, axis=0),
@@ -353,7 +274,7 @@ def compute_unit_curves(
 
 
 def _panel_title(curves: UnitCurves) -> str:
-    phase = PHASE_NAMES.get(curves.phase, str(curves.phase))
+    phase = curves.phase.name.lower()
     return (
         f"{short_module_path(curves.name)}\n"
         f"{curves.granularity}, N={curves.num_intervals}, phase={phase}"
@@ -386,7 +307,7 @@ def _draw_panel(ax: Axes, curves: UnitCurves, residual: bool) -> None:
     ax.tick_params(labelsize=6.5, length=2, pad=1.5)
     ax.grid(True, lw=0.3, alpha=0.5)
     note = f"max|f-ReLU| = {curves.relu_gap:.2g}\nmax|$Y_i$-ReLU($B_i$)| = {curves.height_gap:.2g}"
-    if curves.phase == 1:
+    if curves.phase == Phase.STATISTICS:
         note += "\n(phase I: outputs ReLU)"
     ax.text(
         0.03,
@@ -424,18 +345,6 @@ def _legend_handles(band: tuple[float, float], residual: bool) -> list[Artist]:
         Line2D([], [], color=_BOUND_COLOR, lw=0.9, ls="--", label="bounds $B_L$, $B_R$"),
         Patch(color=_RANGE_COLOR, alpha=0.12, label="collected mean $\\pm$ 3 std"),
     ]
-
-
-def _save_atomically(fig: Figure, output: Path, dpi: float) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=dpi)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def plot_pwlu_activations(
@@ -484,11 +393,11 @@ def plot_pwlu_activations(
     if not 0.0 <= band[0] <= band[1] <= 100.0:
         raise ValueError(f"PWLU plot: band must be percentiles lo <= hi in [0, 100], got {band}")
     source = checkpoint_or_state_dict_or_model
-    units = collect_pwlu_units(load_state_dict(source))
+    units = find_pwlu_units(load_state_dict(source))
     if not units:
         raise ValueError(
             "PWLU plot: no PWLU module in the state dict (no module path with all of "
-            f"{', '.join(PWLU_KEYS)})"
+            f"{', '.join(STATE_NAMES)})"
         )
     names = list(units)[:max_layers]
     if len(names) < len(units):
@@ -522,7 +431,8 @@ def plot_pwlu_activations(
 
     drawn = [ax for ax in axes if ax.get_visible() and ax.lines]
     output = Path(output_png)
-    _save_atomically(fig, output, dpi)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(output, lambda f: fig.savefig(f, format="png", dpi=dpi))
     size = (round(figsize[0] * dpi), round(figsize[1] * dpi))
     logger.info("PWLU plot: wrote %s (%d panels, %dx%d px)", output, len(drawn), *size)
     return ActivationPlot(

@@ -16,7 +16,7 @@ from detectron2.data.detection_utils import read_image
 from detectron2.utils.visualizer import Visualizer
 from torch import nn
 
-from pwlu_det.engine.checkpoint import atomic_write
+from pwlu_det.utils.file_io import atomic_write
 
 __all__ = ["draw_prediction_grid"]
 

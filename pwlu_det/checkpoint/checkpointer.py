@@ -4,9 +4,7 @@ checkpoints that do not fit the model."""
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
-from typing import IO, Any
+from typing import Any
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -15,28 +13,11 @@ from detectron2.layers import FrozenBatchNorm2d
 from fvcore.common.checkpoint import _strip_prefix_if_present
 from torch import nn
 
-from pwlu_det.checkpoint.loading import check_checkpoint_complete, check_checkpoint_fits
+from pwlu_det.utils.file_io import atomic_write
 
-__all__ = ["AtomicDetectionCheckpointer", "atomic_write"]
+from .loading import check_checkpoint_complete, check_checkpoint_fits
 
-
-def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write a file through a temporary file in the same folder, then rename it into place.
-
-    A crash mid-write leaves the previous file (if any) intact and at most a stray temporary.
-    """
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+__all__ = ["AtomicDetectionCheckpointer"]
 
 
 def _unused_counters(model: nn.Module) -> set[str]:
