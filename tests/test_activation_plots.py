@@ -171,7 +171,7 @@ def test_layerwise_curve_has_the_known_values():
         "running_mean": torch.tensor(0.5),
         "running_std": torch.tensor(1.0),
         "num_batches_tracked": torch.tensor(5),
-        "phase": torch.tensor(0),
+        "phase": torch.tensor(Phase.INITIAL),
     }
     curves = compute_unit_curves(unit, "layer")
     assert curves.num_channels is None and curves.granularity == "layer-wise"

@@ -5,8 +5,16 @@ import logging
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from pwlu_det.layers import PWLU, STATE_NAMES, Phase, breakpoints, pwlu_reference
+from pwlu_det.layers import (
+    PWLU,
+    STATE_NAMES,
+    Phase,
+    breakpoints,
+    project_bounds,
+    pwlu_reference,
+)
 
 
 def _inputs(seed=0, shape=(8, 4, 6, 6), scale=1.5, shift=0.4):
@@ -256,3 +264,59 @@ def test_forward_and_gradients_match_the_reference(channels, channel_dim):
         torch.testing.assert_close(p.grad.double(), ref.grad, rtol=1e-3, atol=1e-3)
     with pytest.raises(RuntimeError, match="channels"):
         PWLU(3)(torch.randn(2, 4, 5))
+
+
+def _units_with_bad_bounds():
+    """Units of two groups (N 4 and 8, min_width 0.1 and 0.5), layer- and channel-wise, whose
+    bounds are fine, crossed, too close, huge or not finite."""
+    units = [
+        PWLU(None, num_intervals=4, min_width=0.1),
+        PWLU(5, num_intervals=4, min_width=0.1),
+        PWLU(3, num_intervals=8, min_width=0.1),
+        PWLU(2, num_intervals=4, min_width=0.5),
+    ]
+    lefts = [[2.6], [-1.0, 2.6, 0.5, 3.0e7, -1.0], [0.0, 1.0, float("-inf")], [0.0, -3.0]]
+    rights = [[2.5], [1.0, 2.6, float("nan"), -2.4e7, float("inf")], [0.05, 2.0, 0.0], [0.2, 3.0]]
+    with torch.no_grad():
+        for unit, left, right in zip(units, lefts, rights, strict=True):
+            unit.left_bound.copy_(torch.tensor(left).reshape(unit.left_bound.shape))
+            unit.right_bound.copy_(torch.tensor(right).reshape(unit.right_bound.shape))
+    return units
+
+
+def test_projecting_units_together_equals_projecting_each_alone():
+    together = _units_with_bad_bounds()
+    alone = copy.deepcopy(together)
+    project_bounds(together)
+    for unit in alone:
+        unit.keep_min_width()
+    for a, b in zip(together, alone, strict=True):
+        for name, param in a.named_parameters():
+            torch.testing.assert_close(param, getattr(b, name), rtol=0, atol=0, equal_nan=True)
+        width = a.right_bound - a.left_bound
+        assert (width >= a.min_width * (1 - 1e-6)).all()
+    assert torch.equal(together[0].left_bound, torch.tensor(2.5))  # widened about its middle
+    assert torch.isnan(together[2].heights[2]).all() and not together[2].heights[:2].isnan().any()
+
+
+class _CountOps(TorchDispatchMode):
+    """Counts the aten ops that are not views."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_projection_takes_the_same_ops_for_two_units_or_forty():
+    counts = []
+    for repeat in (1, 20):
+        units = [PWLU(c, num_intervals=4) for _ in range(repeat) for c in (None, 3)]
+        with _CountOps() as ops:
+            project_bounds(units)
+        counts.append(ops.count)
+    assert counts[0] == counts[1] and counts[0] < 40

@@ -14,6 +14,10 @@ to a copy of the same bytes, the same under CUDA graphs (``do_bench_cudagraph``:
 overhead), and the kernels launched per call (``torch.profiler``). Needs neither Detectron2
 nor the C++ extension.
 
+Both devices end with the bound projection that follows every optimizer step
+(:func:`pwlu_det.layers.project_bounds`) on the 57 units of a PWLU Mask R-CNN R50-FPN: all units
+in one call against one unit at a time (what a per-module loop costs), interleaved, medians.
+
 Example::
 
     .venv/bin/python tools/benchmark_pwlu.py --threads 2
@@ -37,7 +41,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python tools/benchmark_pwlu.py`, pwlu_det not installed
     sys.path.insert(0, str(ROOT))
-from pwlu_det.layers import pwlu, pwlu_cpp, pwlu_reference  # noqa: E402
+from pwlu_det.layers import PWLU, project_bounds, pwlu, pwlu_cpp, pwlu_reference  # noqa: E402
 
 SHAPES = ((16, 256, 56, 56), (2, 64, 400, 608))
 # Inference: mask head (RoIs, 14x14 and 28x28), box head (RoIs, channels), small and large maps.
@@ -140,6 +144,52 @@ def run_inference(shape: tuple[int, ...], repeats: int) -> dict[str, float]:
     }
     with torch.no_grad():
         return {name: 1e3 * median_ms(fn, repeats, warmup=10) for name, fn in fns.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# The bound projection after each optimizer step
+# --------------------------------------------------------------------------------------------
+
+
+def r50_fpn_units(device: str | torch.device) -> list[PWLU]:
+    """Channel-wise units shaped as in a PWLU Mask R-CNN R50-FPN: the stem, 3 per bottleneck
+    block (res2-res5: 3, 4, 6, 3 blocks), the RPN conv, 2 box-head FCs and 5 mask-head layers."""
+    widths = [64]
+    for blocks, width in ((3, 64), (4, 128), (6, 256), (3, 512)):
+        widths += [width, width, 4 * width] * blocks
+    widths += [256] + [1024, 1024] + [256] * 5
+    return [PWLU(c).to(device) for c in widths]
+
+
+def run_projection(device: str, repeats: int) -> dict[str, float]:
+    """Microseconds (medians of interleaved calls) of projecting every unit's bounds."""
+    units = r50_fpn_units(device)
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
+    calls = {
+        "all units in one call": lambda: project_bounds(units),
+        "one unit at a time": lambda: [project_bounds((u,)) for u in units],
+    }
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for i in range(repeats + 3):
+        for name, call in calls.items():
+            sync()
+            start = time.perf_counter()
+            call()
+            sync()
+            if i >= 3:  # warm-up
+                times[name].append(1e6 * (time.perf_counter() - start))
+    return {name: statistics.median(t) for name, t in times.items()} | {"units": len(units)}
+
+
+def print_projection(device: str, repeats: int) -> None:
+    t = run_projection(device, repeats)
+    batched = t["all units in one call"]
+    print(
+        f"\nbound projection after an optimizer step, {t['units']} units of a Mask R-CNN "
+        f"R50-FPN, {device}, microseconds (medians of {repeats} interleaved)"
+    )
+    for name in ("all units in one call", "one unit at a time"):
+        print(f"{name:<26}{t[name]:>9.1f}{t[name] / batched:>8.2f}x")
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,6 +344,7 @@ def main_cuda(args: argparse.Namespace) -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"device": props.name, "rows": rows}, indent=1))
+    print_projection("cuda", 200)
 
 
 def main() -> None:
@@ -346,6 +397,7 @@ def main() -> None:
             f"{str(shape):<20}{t['SiLU']:>9.1f}{t['pwlu()']:>9.1f}{t['pwlu()'] / t['SiLU']:>8.2f}"
             f"{t['torch.ops']:>11.1f}{t['torch.ops'] / t['SiLU']:>8.2f}"
         )
+    print_projection("cpu", repeats)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ R50-FPN RetinaNet step left ``left_bound=3.0e7 > right_bound=-2.4e7``); then the
 function, and the op's kernels disagree on what to do with it. So every optimizer from
 :func:`build_pwlu_optimizer` (and the lazy trainer's, see :func:`keep_bounds_apart`) projects
 its units back after each step: ``right_bound - left_bound >= MIN_WIDTH``
-(:meth:`PWLU.keep_min_width`), on the device, without a host sync.
+(:func:`pwlu_det.layers.project_bounds`), on the device, without a host sync, in a fixed
+number of ops for all units of the model.
 
 A projection rather than a parametrization (say ``right = left + MIN_WIDTH + softplus(w)``): it
 keeps the parameters, their names in checkpoints and their gradients as the paper defines them,
@@ -24,7 +25,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from pwlu_det.layers import PARAM_NAMES, PWLU
+from pwlu_det.layers import PARAM_NAMES, PWLU, project_bounds
 
 __all__ = ["build_pwlu_optimizer", "keep_bounds_apart", "pwlu_param_overrides"]
 
@@ -84,7 +85,7 @@ def build_pwlu_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimize
 
 def keep_bounds_apart(optimizer: torch.optim.Optimizer, model: nn.Module) -> RemovableHandle:
     """After every ``optimizer.step()``, project the bounds of the PWLUs it trains back to
-    ``right_bound - left_bound >= min_width`` (:meth:`PWLU.keep_min_width`).
+    ``right_bound - left_bound >= min_width`` (:func:`pwlu_det.layers.project_bounds`).
 
     Args:
         optimizer: the optimizer of ``model``'s parameters.
@@ -102,7 +103,6 @@ def keep_bounds_apart(optimizer: torch.optim.Optimizer, model: nn.Module) -> Rem
     ]
 
     def project(*_) -> None:
-        for unit in units:
-            unit.keep_min_width()
+        project_bounds(units)
 
     return optimizer.register_step_post_hook(project)

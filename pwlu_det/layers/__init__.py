@@ -4,7 +4,15 @@ its deployed forms and the activation registry."""
 from .activations import ACTIVATION_LAYERS, create_activation, get_activation_layer
 from .deploy import PWLUFusedOp, to_inference_form
 from .pwlu_inference import PWLUInference
-from .pwlu_module import INIT_SHAPES, PWLU, REALIGN_MODES, STATE_NAMES, Phase, RealignResult
+from .pwlu_module import (
+    INIT_SHAPES,
+    PWLU,
+    REALIGN_MODES,
+    STATE_NAMES,
+    Phase,
+    RealignResult,
+    project_bounds,
+)
 from .pwlu_op import PARAM_NAMES, has_kernel, pwlu
 from .pwlu_reference import breakpoints, pwlu_reference
 
@@ -24,6 +32,7 @@ __all__ = [
     "get_activation_layer",
     "has_kernel",
     "pwlu",
+    "project_bounds",
     "pwlu_reference",
     "to_inference_form",
 ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +31,15 @@ from torch import nn
 from .pwlu_op import PARAM_NAMES, canonical_params, pwlu_canonical
 from .pwlu_reference import breakpoints, pwlu_reference
 
-__all__ = ["INIT_SHAPES", "PWLU", "REALIGN_MODES", "STATE_NAMES", "Phase", "RealignResult"]
+__all__ = [
+    "INIT_SHAPES",
+    "PWLU",
+    "REALIGN_MODES",
+    "STATE_NAMES",
+    "Phase",
+    "RealignResult",
+    "project_bounds",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -288,30 +297,10 @@ class PWLU(nn.Module):
             self.left_bound.detach().clone(), self.right_bound.detach().clone(), jump, fallbacks
         )
 
-    @torch.no_grad()
     def keep_min_width(self) -> None:
-        """Project the bounds back to ``right_bound - left_bound >= min_width``.
-
-        Called after every optimizer step (see :func:`pwlu_det.engine.build_pwlu_optimizer`),
-        which can push the bounds together or past each other (then the unit is no function at
-        all). Such a pair is widened to ``min_width`` about its midpoint. A unit whose bounds
-        are no longer finite (a diverged step) gets finite bounds about 0 and NaN heights: it
-        then outputs NaN, so the divergence shows in the loss (Detectron2 stops on it) instead
-        of in the op's bound check. No host sync.
-        """
-        left, right = self.left_bound, self.right_bound
-        finite = torch.isfinite(left) & torch.isfinite(right)
-        mid = torch.where(finite, left / 2 + right / 2, torch.zeros_like(left))
-        narrow = ~(right - left >= self.min_width) | ~finite  # NaN widths count too
-        new_left = mid - self.min_width / 2
-        new_right = new_left + self.min_width
-        # Far from 0 the sum rounds: one step up makes the width at least min_width.
-        short = new_right - new_left < self.min_width
-        up = torch.nextafter(new_right, torch.full_like(new_right, float("inf")))
-        new_right = torch.where(short, up, new_right)
-        left.copy_(torch.where(narrow, new_left, left))
-        right.copy_(torch.where(narrow, new_right, right))
-        self.heights.copy_(torch.where(finite.unsqueeze(-1), self.heights, float("nan")))
+        """Project the bounds back to ``right_bound - left_bound >= min_width``: see
+        :func:`project_bounds`, which does this for many units at once."""
+        project_bounds((self,))
 
     # ---------------------------------------------------------------------------------------
     # Function jump across a realignment.
@@ -387,3 +376,44 @@ class PWLU(nn.Module):
         shape = "" if self.init_shape == "relu" else f", init_shape={self.init_shape}"
         phase = self.phase.name.lower()
         return f"N={self.num_intervals}, {granularity}{shape}, phase={phase}, {bounds}"
+
+
+@torch.no_grad()
+def project_bounds(units: Iterable[PWLU]) -> None:
+    """Project the bounds of ``units`` back to ``right_bound - left_bound >= min_width``.
+
+    Called after every optimizer step (see :func:`pwlu_det.engine.build_pwlu_optimizer`),
+    which can push the bounds together or past each other (then the unit is no function at
+    all). Such a pair is widened to ``min_width`` about its midpoint. A unit whose bounds are no
+    longer finite (a diverged step) gets finite bounds about 0 and NaN heights: it then outputs
+    NaN, so the divergence shows in the loss (Detectron2 stops on it) instead of in the op's
+    bound check.
+
+    All units of one device, dtype, N and ``min_width`` (usually the whole model) are projected
+    together: a fixed number of ops, however many units, and no host sync.
+    """
+    groups: dict[tuple, list[PWLU]] = {}
+    for unit in units:
+        key = (unit.left_bound.device, unit.left_bound.dtype, unit.num_intervals, unit.min_width)
+        groups.setdefault(key, []).append(unit)
+    for (*_, num_intervals, min_width), group in groups.items():
+        # Views of the parameters with one row per unit (a layer-wise unit is one row).
+        lefts = [u.left_bound.view(-1) for u in group]
+        rights = [u.right_bound.view(-1) for u in group]
+        heights = [u.heights.view(-1, num_intervals + 1) for u in group]
+        rows = [t.shape[0] for t in lefts]
+        left, right = torch.cat(lefts), torch.cat(rights)
+        finite = torch.isfinite(left) & torch.isfinite(right)
+        mid = torch.where(finite, left / 2 + right / 2, torch.zeros_like(left))
+        narrow = ~(right - left >= min_width) | ~finite  # NaN widths count too
+        new_left = mid - min_width / 2
+        new_right = new_left + min_width
+        # Far from 0 the sum rounds: one step up makes the width at least min_width.
+        short = new_right - new_left < min_width
+        up = torch.nextafter(new_right, torch.full_like(new_right, float("inf")))
+        new_right = torch.where(short, up, new_right)
+        left = torch.where(narrow, new_left, left)
+        right = torch.where(narrow, new_right, right)
+        height = torch.where(finite.unsqueeze(-1), torch.cat(heights), float("nan"))
+        for params, values in ((lefts, left), (rights, right), (heights, height)):
+            torch._foreach_copy_(params, values.split(rows))
