@@ -15,7 +15,7 @@ from torch import nn
 from pwlu_det.config import default_pwlu_config, validate_pwlu_config
 from pwlu_det.engine.dynamics_hook import DYNAMICS_FILE, PWLUDynamicsHook, part_of
 from pwlu_det.engine.realign_hook import PWLURealignHook
-from pwlu_det.layers import PWLU, breakpoints, to_inference_form
+from pwlu_det.layers import PWLU, breakpoints, project_bounds, to_inference_form
 from pwlu_det.modeling.activation import activation_factory
 
 
@@ -158,7 +158,7 @@ def test_bounds_pushed_past_each_other_are_widened_about_their_midpoint():
         unit.left_bound.copy_(torch.tensor([-1.0, 2.6, 0.5, 3.0e7, -1.0]))
         unit.right_bound.copy_(torch.tensor([1.0, 2.5, float("nan"), -2.4e7, float("inf")]))
     heights = unit.heights.detach().clone()
-    unit.keep_min_width()
+    project_bounds((unit,))
     left, right = unit.left_bound.detach(), unit.right_bound.detach()
     torch.testing.assert_close(left[:2], torch.tensor([-1.0, 2.5]))
     torch.testing.assert_close(right[:2], torch.tensor([1.0, 2.6]))

@@ -92,7 +92,7 @@ class PWLU(nn.Module):
         init_bound: bounds at construction, about ``-init_bound`` and ``+init_bound`` (snapped
             so that 0 is a breakpoint and the unit is exactly ReLU).
         min_width: smallest bound width: what a realignment gives for degenerate statistics,
-            and what :meth:`keep_min_width` restores after an optimizer step.
+            and what :func:`project_bounds` restores after an optimizer step.
         init_shape: a key of :data:`INIT_SHAPES`: the function of Phase I, and the shape the
             heights are set to at construction and realignment (``"relu"``: the paper's;
             outer slopes 0 and 1 for both).
@@ -296,11 +296,6 @@ class PWLU(nn.Module):
         return RealignResult(
             self.left_bound.detach().clone(), self.right_bound.detach().clone(), jump, fallbacks
         )
-
-    def keep_min_width(self) -> None:
-        """Project the bounds back to ``right_bound - left_bound >= min_width``: see
-        :func:`project_bounds`, which does this for many units at once."""
-        project_bounds((self,))
 
     # ---------------------------------------------------------------------------------------
     # Function jump across a realignment.
