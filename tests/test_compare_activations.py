@@ -249,3 +249,47 @@ def test_demo_reports_whether_it_reproduces_the_documented_row(tmp_path):
     ok, message = compare_with_documented(same, PWLU_CONFIG, 1, table)
     assert ok is None and "seed 1" in message
     assert compare_with_documented(same, PWLU_CONFIG, 0, tmp_path / "absent.csv")[0] is None
+
+
+def test_demo_names_the_documented_machine_and_says_when_this_one_differs(tmp_path):
+    documented_machine = {
+        "cpu": "Intel(R) Xeon(R) Processor",
+        "pwlu_isa": "avx512",
+        "aten_isa": "avx512",
+        "threads": 2,
+    }
+    row = _row("mask_rcnn_R_18_FPN_pwlu", "PWLU", 0, 31.25, 29.5, tmp_path)
+    table = write_reports([{**row, **documented_machine}], str(tmp_path), "test")["csv"]
+    moved = {"bbox": {"AP": 30.0}, "segm": {"AP": 29.5}}
+
+    ok, message = compare_with_documented(moved, PWLU_CONFIG, 0, table, dict(documented_machine))
+    assert ok is False
+    assert "this run on the same machine" in message and "changed the numbers" in message
+
+    epyc = {**documented_machine, "cpu": "AMD EPYC 7B13", "pwlu_isa": "avx2", "aten_isa": "avx2"}
+    ok, message = compare_with_documented(moved, PWLU_CONFIG, 0, table, epyc)
+    assert ok is False
+    assert "documented on Intel(R) Xeon(R) Processor, PWLU kernel avx512" in message
+    assert "pwlu_isa: avx512 -> avx2" in message and "seed-to-seed spread" in message
+    assert "changed the numbers" not in message
+
+    one_thread = {**documented_machine, "threads": 1}
+    ok, message = compare_with_documented(
+        {"bbox": {"AP": 31.25}, "segm": {"AP": 29.5}}, PWLU_CONFIG, 0, table, one_thread
+    )
+    assert ok is True and "threads: 2 -> 1" in message
+    assert "Machine: Intel(R) Xeon(R) Processor, PWLU kernel avx512, ATen avx512, 2 threads." in (
+        (tmp_path / "results.md").read_text()
+    )
+
+
+def test_machine_info_reports_this_process():
+    import torch
+
+    from pwlu_det.layers import pwlu_cpp
+    from pwlu_det.utils.machine import machine_info
+
+    info = machine_info()
+    assert info["threads"] == torch.get_num_threads()
+    assert info["pwlu_isa"] == (pwlu_cpp.cpu_capability() if pwlu_cpp.available() else "none")
+    assert info["cpu"] and info["aten_isa"]

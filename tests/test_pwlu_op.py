@@ -3,6 +3,9 @@ reference, dispatch, bad input, torch.compile / torch.export and saved-for-backw
 
 import logging
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -19,28 +22,88 @@ pytestmark = pytest.mark.skipif(
     not pwlu_cpp.available(), reason=f"C++ extension not built: {pwlu_cpp.unavailable_reason()}"
 )
 
-ISAS = [isa for isa in ("avx512", "avx2", "scalar") if pwlu_cpp.available()]
+ISAS = ("avx512", "avx2", "scalar")
 NUM_INTERVALS = (1, 2, 16, 64)
-
-
-def _supported(isa: str) -> bool:
-    try:
-        pwlu_cpp.set_cpu_capability(isa)
-    except RuntimeError:
-        return False
-    finally:
-        pwlu_cpp.set_cpu_capability("best")
-    return True
 
 
 @pytest.fixture(params=ISAS)
 def isa(request):
-    """Runs a test once per instruction set this CPU has (AVX-512, AVX2, scalar)."""
-    if not _supported(request.param):
-        pytest.skip(f"this CPU lacks {request.param} (the other variants still run)")
+    """Runs a test once per instruction set of the kernel; skips those the CPU lacks or that
+    ``PWLU_DET_CPU_CAPABILITY`` caps, saying which one runs instead."""
+    usable = pwlu_cpp.cpu_capabilities()
+    if request.param not in usable:
+        cap = os.environ.get(pwlu_cpp.CAPABILITY_VARIABLE)
+        why = f"{pwlu_cpp.CAPABILITY_VARIABLE}={cap} caps it" if cap else "this CPU lacks it"
+        pytest.skip(f"{request.param}: {why}; the {usable[0]} cases run instead")
     pwlu_cpp.set_cpu_capability(request.param)
     yield request.param
     pwlu_cpp.set_cpu_capability("best")
+
+
+def _hardware_isas() -> list[str]:
+    """The kernel's instruction sets this CPU has, from the Linux CPU flags."""
+    with open("/proc/cpuinfo") as f:
+        flags = set(next(line for line in f if line.startswith("flags")).split())
+    has = {"avx512": "avx512f" in flags, "avx2": {"avx2", "fma"} <= flags, "scalar": True}
+    return [isa for isa in ISAS if has[isa]]
+
+
+def _kernel_isa_in_child(cap: str) -> subprocess.CompletedProcess:
+    code = (
+        "from pwlu_det.layers import pwlu_cpp\n"
+        "print(pwlu_cpp.cpu_capability())\n"
+        "print(','.join(pwlu_cpp.cpu_capabilities()))\n"
+        "try:\n"
+        "    pwlu_cpp.set_cpu_capability('avx512')\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    env = {**os.environ, pwlu_cpp.CAPABILITY_VARIABLE: cap}
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="reads the Linux CPU flags")
+@pytest.mark.parametrize("cap", ISAS)
+def test_the_capability_variable_caps_the_kernel_isa_or_says_the_cpu_lacks_it(cap):
+    child = _kernel_isa_in_child(cap)
+    hardware = _hardware_isas()
+    if cap not in hardware:  # e.g. avx512 on an AMD EPYC with AVX2 only
+        assert child.returncode != 0
+        last_line = child.stderr.strip().splitlines()[-1]
+        assert "ValueError" in last_line
+        assert f"PWLU_DET_CPU_CAPABILITY={cap}, but this CPU does not support {cap}" in last_line
+        return
+    assert child.returncode == 0, child.stderr
+    active, usable, *refusal = child.stdout.splitlines()
+    assert active == cap
+    assert usable.split(",") == hardware[hardware.index(cap) :]
+    if cap == "avx512":
+        assert refusal == []  # set_cpu_capability('avx512') was allowed
+        return
+    (message,) = refusal
+    assert message.startswith("pwlu_det: cannot use avx512: ")
+    if "avx512" in hardware:
+        assert message.endswith(f"PWLU_DET_CPU_CAPABILITY={cap} caps it below avx512")
+    else:
+        assert "this CPU does not support avx512" in message
+
+
+def test_an_unknown_capability_variable_fails_at_import_naming_it():
+    child = _kernel_isa_in_child("avx1024")
+    assert child.returncode != 0
+    last_line = child.stderr.strip().splitlines()[-1]
+    assert last_line == (
+        "ValueError: pwlu_det: PWLU_DET_CPU_CAPABILITY='avx1024' is not a CPU capability; "
+        "use avx512, avx2 or scalar, or unset it"
+    )
+
+
+def test_set_cpu_capability_refuses_unknown_names_with_value_error():
+    with pytest.raises(ValueError, match="unknown CPU capability 'sse9'"):
+        pwlu_cpp.set_cpu_capability("sse9")
+    assert pwlu_cpp.cpu_capability() == pwlu_cpp.cpu_capabilities()[0]
 
 
 def cpp(x, *params, channel_dim=1):

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python tools/benchmark_pwlu.py`, pwlu_det not installed
     sys.path.insert(0, str(ROOT))
 from pwlu_det.layers import PWLU, project_bounds, pwlu, pwlu_cpp, pwlu_reference  # noqa: E402
+from pwlu_det.utils.machine import describe_machine, machine_info  # noqa: E402
 
 SHAPES = ((16, 256, 56, 56), (2, 64, 400, 608))
 # Inference: mask head (RoIs, 14x14 and 28x28), box head (RoIs, channels), small and large maps.
@@ -368,8 +369,8 @@ def main() -> None:
     if not pwlu_cpp.available():
         raise SystemExit(f"the C++ extension is not built: {pwlu_cpp.unavailable_reason()}")
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
-        f"cpp kernel ISA: {pwlu_cpp.cpu_capability()}, N = 16, medians of {args.repeats}"
+        f"torch {torch.__version__}, {describe_machine(machine_info())}, float32, "
+        f"N = 16, medians of {args.repeats}"
     )
     for shape in () if args.inference_only else SHAPES:
         rows = run(shape, args.repeats)

@@ -9,6 +9,7 @@
 
 TORCH_LIBRARY_FRAGMENT(pwlu_det, m) {
   m.def("cpu_capability() -> str", &pwlu_det::kernels::cpu_capability);
+  m.def("cpu_capabilities() -> str[]", &pwlu_det::kernels::cpu_capabilities);
   m.def("set_cpu_capability(str name) -> ()", &pwlu_det::kernels::set_cpu_capability);
 }
 

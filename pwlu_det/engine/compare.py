@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pwlu_det.utils.file_io import atomic_write
+from pwlu_det.utils.machine import MACHINE_KEYS, describe_machine, machine_info
 
 from .cli import FINAL_RESULTS
 
@@ -66,6 +67,7 @@ CSV_COLUMNS = (
     "realign_fallback_units",
     "config_sha",
     "output_dir",
+    *MACHINE_KEYS,
 )
 _AP_KEYS = ("AP", "AP50", "AP75")
 #: metrics.json scalars that PWLURealignHook writes at the realignment, and their CSV columns.
@@ -125,7 +127,7 @@ def _record(output_dir: str, seconds: float) -> None:
     """Write :data:`RUN_RESULT` from train_net's :data:`FINAL_RESULTS` and the wall time."""
     with open(os.path.join(output_dir, FINAL_RESULTS)) as f:
         final = json.load(f)
-    payload = {"results": final["results"], "seconds": seconds}
+    payload = {"results": final["results"], "seconds": seconds, "machine": machine_info()}
     path = os.path.join(output_dir, RUN_RESULT)
     atomic_write(path, lambda f: f.write(json.dumps(payload, indent=1).encode()))
 
@@ -221,6 +223,7 @@ def _row(spec: RunSpec, opts: Sequence[str], resumed: bool) -> dict:
             value = results.get(task, {}).get(key)
             row[f"{task}_{key}"] = None if value is None else round(float(value), 3)
     row.update(_realign_record(spec.output_dir))
+    row.update(stored.get("machine", {}))
     return row
 
 
@@ -401,6 +404,10 @@ def _markdown(rows: Sequence[dict], command: str) -> str:
         "# Activation comparison",
         "",
         f"Commit `{_git_commit()}`; command: `{command}`.",
+        "",
+        "Machine: "
+        + "; ".join(sorted({describe_machine(r) for r in rows if r.get("cpu")}) or ["not recorded"])
+        + ".",
         "",
         "Mean ± sample standard deviation (n - 1) over seeds; COCO AP in percent.",
         "",

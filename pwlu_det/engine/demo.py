@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+from pwlu_det.utils.machine import describe_machine, machine_differences, machine_info
+
 from .cli import argument_parser, main, output_dir_of
 
 __all__ = [
@@ -109,17 +111,28 @@ def documented_result(
 
 
 def compare_with_documented(
-    results: dict, config_file: str, seed: int, table: str | os.PathLike = DOCUMENTED_RESULTS
+    results: dict,
+    config_file: str,
+    seed: int,
+    table: str | os.PathLike = DOCUMENTED_RESULTS,
+    machine: dict | None = None,
 ) -> tuple[bool | None, str]:
-    """Compare a run's box and mask AP with :func:`documented_result`.
+    """Compare a run's box and mask AP, and its machine, with :func:`documented_result`.
+
+    Args:
+        machine: this run's :func:`~pwlu_det.utils.machine.machine_info` (default: this
+            process's).
 
     Returns:
-        ``(True, message)`` when both agree to :data:`MATCH_TOLERANCE`, ``(False, message)``
-        naming the differences, or ``(None, message)`` when nothing is documented.
+        ``(True, message)`` when both APs agree to :data:`MATCH_TOLERANCE`, ``(False, message)``
+        naming the differences, or ``(None, message)`` when nothing is documented. The message
+        names the documented run's machine and says whether this machine differs from it: CPU
+        training reproduces to the last digit only on the same CPU, ISA and thread count.
     """
     documented = documented_result(config_file, seed, table)
     if documented is None:
         return None, f"no documented result for {Path(config_file).stem} at seed {seed} in {table}"
+    machine = machine_info() if machine is None else machine
     differences = []
     for task in ("bbox", "segm"):
         measured = results.get(task, {}).get("AP")
@@ -127,12 +140,33 @@ def compare_with_documented(
         if measured is None or abs(measured - expected) > MATCH_TOLERANCE:
             differences.append(f"{task} AP {measured} (documented {expected:.2f})")
     where = f"{os.path.relpath(table)} ({Path(config_file).stem}, seed {seed})"
+    if not documented.get("cpu"):
+        machine_text = "the documented run's machine was not recorded"
+        same_machine = False
+    else:
+        changed = machine_differences(documented, machine)
+        same_machine = not changed
+        machine_text = f"documented on {describe_machine(documented)}; " + (
+            "this run on the same machine"
+            if same_machine
+            else f"this run on {describe_machine(machine)} (differs: {'; '.join(changed)})"
+        )
     if not differences:
-        return True, f"matches the documented result in {where}"
+        return True, f"matches the documented result in {where} (machine: {machine_text})"
+    if same_machine:
+        advice = (
+            "The machine is the same, so the code or its configuration changed the numbers: "
+            "re-measure with `make compare`."
+        )
+    else:
+        advice = (
+            "On another machine (CPU, ISA or thread count) training takes other rounding paths: "
+            "expect a difference of the order of the seed-to-seed spread (README, "
+            "reproducibility), not the same digits."
+        )
     return False, (
         f"DIFFERS from the documented result in {where}: {'; '.join(differences)}. "
-        "See README (reproducibility) for the spread across seeds and machines; if the code "
-        "changed the numbers, re-measure with `make compare`."
+        f"Machine: {machine_text}. {advice}"
     )
 
 

@@ -4,6 +4,12 @@ The op's schema, fake implementation and autograd formula are defined in :mod:`.
 extension adds only kernels (``csrc/bindings.cpp``: ``TORCH_LIBRARY_IMPL(pwlu_det, CPU)``) and the
 instruction-set switch below. Under Triton's interpreter (``TRITON_INTERPRET=1``) it is not
 loaded: CPU tensors then run the Triton kernels (see :mod:`.pwlu_op`).
+
+The float32 loops exist for AVX-512, AVX2 (with FMA) and plain scalar code; the best one the CPU
+has is chosen at run time. The environment variable ``PWLU_DET_CPU_CAPABILITY`` (``avx512``,
+``avx2`` or ``scalar``) caps that choice, as ``ATEN_CPU_CAPABILITY`` does for PyTorch, e.g. to
+run the AVX2 loops on an AVX-512 machine. An unknown value, or one the CPU lacks, makes the import
+fail with a ``ValueError`` naming the variable.
 """
 
 from __future__ import annotations
@@ -12,7 +18,16 @@ import os
 
 import torch
 
-__all__ = ["available", "cpu_capability", "set_cpu_capability", "unavailable_reason"]
+__all__ = [
+    "CAPABILITY_VARIABLE",
+    "available",
+    "cpu_capabilities",
+    "cpu_capability",
+    "set_cpu_capability",
+    "unavailable_reason",
+]
+
+CAPABILITY_VARIABLE = "PWLU_DET_CPU_CAPABILITY"
 
 if os.environ.get("TRITON_INTERPRET", "0") == "1":
     _IMPORT_ERROR: str | None = (
@@ -25,6 +40,9 @@ else:
         _IMPORT_ERROR = f"pwlu_det._C could not be imported: {e}"
     else:
         _IMPORT_ERROR = None
+        # Checks PWLU_DET_CPU_CAPABILITY now, so that a bad value fails here and not at the
+        # first op call (ValueError naming the variable).
+        torch.ops.pwlu_det.cpu_capability()
 
 
 def available() -> bool:
@@ -42,10 +60,21 @@ def cpu_capability() -> str:
     return torch.ops.pwlu_det.cpu_capability()
 
 
+def cpu_capabilities() -> list[str]:
+    """The instruction sets the kernels may use here, best first.
+
+    Those the CPU has, at or below the cap that ``PWLU_DET_CPU_CAPABILITY`` sets.
+    """
+    return list(torch.ops.pwlu_det.cpu_capabilities())
+
+
 def set_cpu_capability(name: str) -> None:
     """Force the instruction set (``"avx512"``, ``"avx2"``, ``"scalar"`` or ``"best"``).
 
+    ``"best"`` is the first of :func:`cpu_capabilities`.
+
     Raises:
-        RuntimeError: unknown name, or the CPU lacks those instructions.
+        ValueError: unknown name, the CPU lacks those instructions, or
+            ``PWLU_DET_CPU_CAPABILITY`` caps them; the message says which.
     """
     torch.ops.pwlu_det.set_cpu_capability(name)

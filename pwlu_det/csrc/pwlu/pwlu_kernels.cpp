@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 #include <vector>
 
@@ -374,9 +375,33 @@ __attribute__((target("avx2,fma"))) void backward_avx2(
 // ---------------------------------------------------------------------------------------
 // Run-time selection.
 
-enum class Isa { kScalar, kAvx2, kAvx512 };
+enum class Isa { kScalar, kAvx2, kAvx512 };  // ordered: a larger value needs more of the CPU
 
-bool cpu_supports(Isa isa) {
+constexpr Isa kAllIsas[] = {Isa::kAvx512, Isa::kAvx2, Isa::kScalar};  // best first
+constexpr const char* kCapabilityVariable = "PWLU_DET_CPU_CAPABILITY";
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx2:
+      return "avx2";
+    default:
+      return "scalar";
+  }
+}
+
+bool parse_isa(const std::string& name, Isa* isa) {
+  for (Isa candidate : kAllIsas) {
+    if (name == isa_name(candidate)) {
+      *isa = candidate;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool hardware_supports(Isa isa) {
   switch (isa) {
     case Isa::kAvx512:
       return __builtin_cpu_supports("avx512f");
@@ -387,9 +412,56 @@ bool cpu_supports(Isa isa) {
   }
 }
 
+std::string hardware_isas() {
+  std::string names;
+  for (Isa isa : kAllIsas) {
+    if (!hardware_supports(isa)) continue;
+    names += (names.empty() ? "" : ", ") + std::string(isa_name(isa));
+  }
+  return names;
+}
+
+// The cap set by PWLU_DET_CPU_CAPABILITY (as ATEN_CPU_CAPABILITY does for ATen): the best ISA
+// the dispatch may choose. Unset or empty: no cap. An unknown value, or one this CPU lacks,
+// throws on every use, so a mistyped variable is never silently ignored.
+Isa read_isa_cap() {
+  const char* value = std::getenv(kCapabilityVariable);
+  if (value == nullptr || *value == '\0') return Isa::kAvx512;
+  Isa isa;
+  if (!parse_isa(value, &isa)) {
+    throw std::invalid_argument(std::string("pwlu_det: ") + kCapabilityVariable + "='" + value +
+                                "' is not a CPU capability; use avx512, avx2 or scalar, or unset it");
+  }
+  if (!hardware_supports(isa)) {
+    throw std::invalid_argument(std::string("pwlu_det: ") + kCapabilityVariable + "=" + value +
+                                ", but this CPU does not support " + value + " (it has: " +
+                                hardware_isas() + ")");
+  }
+  return isa;
+}
+
+Isa isa_cap() {
+  static const Isa cap = read_isa_cap();
+  return cap;
+}
+
+// Why the dispatch may not use `isa` here; empty when it may.
+std::string unusable_reason(Isa isa) {
+  if (!hardware_supports(isa)) {
+    return std::string("this CPU does not support ") + isa_name(isa) + " (it has: " +
+           hardware_isas() + ")";
+  }
+  if (isa > isa_cap()) {
+    return std::string(kCapabilityVariable) + "=" + isa_name(isa_cap()) + " caps it below " +
+           isa_name(isa);
+  }
+  return "";
+}
+
 Isa best_isa() {
-  if (cpu_supports(Isa::kAvx512)) return Isa::kAvx512;
-  if (cpu_supports(Isa::kAvx2)) return Isa::kAvx2;
+  for (Isa isa : kAllIsas) {
+    if (unusable_reason(isa).empty()) return isa;
+  }
   return Isa::kScalar;
 }
 
@@ -477,33 +549,27 @@ template void backward_interleaved<float>(const float*, const float*, float*, in
 template void backward_interleaved<double>(const double*, const double*, double*, int64_t,
                                            int64_t, const UnitArrays<double>&, const BinSums*);
 
-std::string cpu_capability() {
-  switch (active_isa()) {
-    case Isa::kAvx512:
-      return "avx512";
-    case Isa::kAvx2:
-      return "avx2";
-    default:
-      return "scalar";
+std::string cpu_capability() { return isa_name(active_isa()); }
+
+std::vector<std::string> cpu_capabilities() {
+  std::vector<std::string> names;
+  for (Isa isa : kAllIsas) {
+    if (unusable_reason(isa).empty()) names.emplace_back(isa_name(isa));
   }
+  return names;
 }
 
 void set_cpu_capability(const std::string& name) {
   Isa isa;
-  if (name == "avx512") {
-    isa = Isa::kAvx512;
-  } else if (name == "avx2") {
-    isa = Isa::kAvx2;
-  } else if (name == "scalar") {
-    isa = Isa::kScalar;
-  } else if (name == "best") {
+  if (name == "best") {
     isa = best_isa();
-  } else {
+  } else if (!parse_isa(name, &isa)) {
     throw std::invalid_argument(
         "pwlu_det: unknown CPU capability '" + name + "' (avx512, avx2, scalar or best)");
   }
-  if (!cpu_supports(isa)) {
-    throw std::invalid_argument("pwlu_det: this CPU does not support " + name);
+  const std::string reason = unusable_reason(isa);
+  if (!reason.empty()) {
+    throw std::invalid_argument("pwlu_det: cannot use " + name + ": " + reason);
   }
   active_isa() = isa;
 }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace pwlu_det {
 namespace kernels {
@@ -69,7 +70,11 @@ void backward_interleaved(const T* x, const T* g, T* gx, int64_t n, int64_t firs
 
 // The instruction set the float32 loops use: "avx512", "avx2" or "scalar".
 std::string cpu_capability();
-// Force an instruction set (for tests and benchmarks); throws if the CPU lacks it.
+// The instruction sets the dispatch may use here, best first: those this CPU has, at or below
+// the cap PWLU_DET_CPU_CAPABILITY sets (throws if that variable is unknown or unsupported).
+std::vector<std::string> cpu_capabilities();
+// Force an instruction set, or "best" (for tests and benchmarks); throws std::invalid_argument
+// if the name is unknown, the CPU lacks it, or PWLU_DET_CPU_CAPABILITY caps it.
 void set_cpu_capability(const std::string& name);
 
 }  // namespace kernels
