@@ -62,14 +62,21 @@ def _uses_cuda(cfg: CfgNode) -> bool:
 def setup(args: argparse.Namespace) -> CfgNode:
     """Config from ``args`` (validated), datasets registered and checked, logging set up.
 
+    A training run into a folder that holds one is refused (without ``--resume``) before
+    anything is written there: Detectron2's ``default_setup`` writes ``config.yaml`` and
+    ``log.txt``.
+
     Raises:
         ValueError: an invalid ``MODEL.PWLU`` / ``MODEL.ACTIVATION`` value.
+        FileExistsError: ``OUTPUT_DIR`` holds a training run and ``--resume`` was not given.
         FileNotFoundError: a dataset's files are missing (the message says how to get them).
     """
     cfg = load_pwlu_config(args.config_file, args.opts)
     if not _uses_cuda(cfg) and cfg.MODEL.DEVICE != "cpu":
         raise ValueError(f"MODEL.DEVICE = {cfg.MODEL.DEVICE!r}: expected 'cpu' or 'cuda[:N]'")
     cfg.freeze()
+    if not args.eval_only:
+        refuse_to_overwrite(cfg.OUTPUT_DIR, args.resume)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="pwlu_det")
     prepare_datasets(cfg.DATASETS.TRAIN, cfg.DATASETS.TEST, args.eval_only)
@@ -120,7 +127,6 @@ def main(args: argparse.Namespace) -> dict:
         if comm.is_main_process():
             verify_results(cfg, results)
         return results
-    refuse_to_overwrite(cfg.OUTPUT_DIR, args.resume)
     trainer = PWLUTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     if trainer.start_iter >= trainer.max_iter:

@@ -69,8 +69,12 @@ def setup(args: argparse.Namespace) -> DictConfig:
     """The lazy config of ``args`` with its overrides, its ``pwlu`` node validated, the
     datasets registered and checked, and Detectron2's logging set up.
 
+    A training run into a folder that holds one is refused (without ``--resume``) before
+    anything is written there.
+
     Raises:
         ValueError: an invalid ``pwlu`` value.
+        FileExistsError: ``train.output_dir`` holds a training run and ``--resume`` was not given.
         FileNotFoundError: a dataset's files are missing.
     """
     cfg = LazyConfig.load(args.config_file)
@@ -78,6 +82,8 @@ def setup(args: argparse.Namespace) -> DictConfig:
     if "pwlu" not in cfg:
         cfg.pwlu = pwlu_options()
     pwlu_cfg(cfg.pwlu)
+    if not args.eval_only:
+        refuse_to_overwrite(cfg.train.output_dir, args.resume, setting="train.output_dir")
     default_setup(cfg, args)
     prepare_datasets(
         _dataset_names(cfg.dataloader.train), _dataset_names(cfg.dataloader.test), args.eval_only
@@ -173,7 +179,6 @@ def main(args: argparse.Namespace) -> dict:
         )
         checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
         return do_test(cfg, model)
-    refuse_to_overwrite(cfg.train.output_dir, args.resume, setting="train.output_dir")
     results = do_train(cfg, args.resume)
     if comm.is_main_process():
         write_final_results(cfg.train.output_dir, cfg.train.max_iter, results)
