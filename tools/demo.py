@@ -5,10 +5,8 @@ Generates the dataset if absent (datasets/shapes, or $DETECTRON2_DATASETS/shapes
 configs/Shapes/mask_rcnn_R_18_FPN_pwlu.yaml (a finished run in its OUTPUT_DIR is reused; an
 interrupted one is resumed), evaluates COCO box and mask AP on shapes_val and prints them,
 draws the predictions and the learned PWLU curves, and compares the AP with the documented
-figures. Extra arguments are config overrides, e.g. ``SOLVER.MAX_ITER 100``.
+figures. Extra arguments are config overrides, e.g. ``SOLVER.MAX_ITER 100`` (``--help``).
 """
-
-import sys
 
 from pwlu_det.config import load_pwlu_config
 from pwlu_det.engine.demo import (
@@ -16,12 +14,13 @@ from pwlu_det.engine.demo import (
     compare_with_documented,
     describe_outputs,
     format_ap_table,
+    parse_demo_args,
     run_demo,
     write_demo_pictures,
 )
 
 if __name__ == "__main__":
-    opts = sys.argv[1:]
+    opts = parse_demo_args().opts
     outcome = run_demo(DEFAULT_DEMO_CONFIG, opts)
     print(
         f"\nPWLU Mask R-CNN R18-FPN on shapes_val ({DEFAULT_DEMO_CONFIG}), "
