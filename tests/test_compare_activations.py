@@ -183,7 +183,7 @@ def test_comparison_end_to_end_and_resumed_without_retraining(subprocess_dataset
     assert metrics[0] != metrics[2]
     # The curves went to a PNG and into TensorBoard at each checkpoint (period 6).
     curves = sorted(p.name for p in (Path(rows[0]["output_dir"]) / "pwlu_curves").iterdir())
-    assert curves == ["iter_0000006.png", "iter_0000012.png"]
+    assert curves == ["iter_0000005.png", "iter_0000011.png"]
 
     paths = write_reports(rows, str(tmp_path / "reports"), "test")
     assert all(Path(p).stat().st_size > 0 for p in paths.values())

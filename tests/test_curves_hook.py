@@ -19,7 +19,9 @@ def test_curves_reach_tensorboard_at_each_checkpoint(tmp_path):
     trainer.train()
 
     pngs = sorted(p.name for p in (tmp_path / "pwlu_curves").iterdir())
-    assert pngs == ["iter_0000002.png", "iter_0000004.png", "iter_0000005.png"]  # + the last
+    # Named by Detectron2's iteration, as the checkpoints: model_0000001.pth, model_0000003.pth
+    assert pngs == ["iter_0000001.png", "iter_0000003.png", "iter_0000004.png"]  # + the last
+    assert (tmp_path / "model_0000003.pth").is_file()
     image = cv2.imread(str(tmp_path / "pwlu_curves" / pngs[-1]))
     assert image is not None and image.std() > 5
 
@@ -36,3 +38,24 @@ def test_only_pwlu_configs_get_the_hook(tmp_path):
     assert not any(isinstance(h, PWLUCurvesHook) for h in TinyTrainer(cfg)._hooks)
     with pytest.raises(ValueError, match="period"):
         PWLUCurvesHook(-1, str(tmp_path))
+
+
+def test_a_resumed_run_draws_the_curves_that_a_kill_lost(tmp_path):
+    cfg = tiny_cfg(str(tmp_path), max_iter=5, statistics_iters=2)
+    cfg.SOLVER.CHECKPOINT_PERIOD = 2
+    TinyTrainer(cfg).train()
+    # As if killed while drawing after model_0000003.pth was saved: its curves and all that
+    # follows are missing, and the last checkpoint is model_0000003.pth.
+    folder = tmp_path / "pwlu_curves"
+    for name in ("iter_0000003.png", "iter_0000004.png"):
+        (folder / name).unlink()
+    (tmp_path / "model_final.pth").unlink()
+    (tmp_path / "last_checkpoint").write_text("model_0000003.pth")
+
+    trainer = TinyTrainer(cfg)
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 4
+    trainer.train()
+    pngs = sorted(p.name for p in folder.iterdir())
+    assert pngs == ["iter_0000001.png", "iter_0000003.png", "iter_0000004.png"]
+    assert cv2.imread(str(folder / "iter_0000003.png")).std() > 5

@@ -26,10 +26,13 @@ class PWLUCurvesHook(HookBase):
     """Every ``period`` iterations and after the last one, plot the PWLU curves of the model.
 
     The figure (:func:`pwlu_det.utils.plot_pwlu_activations`) is written to
-    ``<output_dir>/pwlu_curves/iter_<N>.png`` (N = iterations done) and put into the
-    ``EventStorage`` as the image ``pwlu/curves``, which Detectron2's TensorBoard writer
-    records at that iteration. Only the main process draws. Place it before the
-    ``PeriodicWriter`` (as ``PWLUTrainer.build_hooks`` does).
+    ``<output_dir>/pwlu_curves/iter_<N>.png`` and put into the ``EventStorage`` as the image
+    ``pwlu/curves``, which Detectron2's TensorBoard writer records at that iteration. N is
+    Detectron2's iteration number (``trainer.iter``, from 0), as in the ``model_<N>.pth`` that
+    ``PeriodicCheckpointer`` saves at the same step. A resumed run first draws the figure of the
+    checkpoint it resumes from if it is missing (the process was killed while drawing it). Only
+    the main process draws. Place it before the ``PeriodicWriter`` (as
+    ``PWLUTrainer.build_hooks`` does).
 
     Args:
         period: iterations between figures, e.g. ``SOLVER.CHECKPOINT_PERIOD``; 0 disables.
@@ -44,24 +47,42 @@ class PWLUCurvesHook(HookBase):
         self._folder = os.path.join(output_dir, CURVES_FOLDER)
         self._max_layers = max_layers
 
+    def _draws_at(self, iteration: int) -> bool:
+        return (iteration + 1) % self._period == 0 or iteration == self.trainer.max_iter - 1
+
+    def _path(self, iteration: int) -> str:
+        return os.path.join(self._folder, f"iter_{iteration:07d}.png")
+
+    def before_train(self) -> None:
+        if not self._period or not comm.is_main_process():
+            return
+        resumed_from = self.trainer.start_iter - 1  # the iteration of the loaded checkpoint
+        if resumed_from >= 0 and self._draws_at(resumed_from):
+            if not os.path.exists(self._path(resumed_from)):
+                logger.info(
+                    "PWLU curves of iteration %d are missing (interrupted run): drawing them "
+                    "from the checkpoint",
+                    resumed_from,
+                )
+                self.draw(resumed_from)
+
     def after_step(self) -> None:
         if not self._period or not comm.is_main_process():
             return
-        step = self.trainer.iter + 1
-        if step % self._period == 0 or step == self.trainer.max_iter:
-            self.draw()
+        if self._draws_at(self.trainer.iter):
+            self.draw(self.trainer.iter)
 
-    def draw(self) -> None:
-        """Plot the curves now and put the figure into the trainer's storage."""
+    def draw(self, iteration: int) -> None:
+        """Plot the curves of the model as it is now, as those of ``iteration``, and put the
+        figure into the trainer's storage."""
         if not trainable_pwlus(self.trainer.model):
             return
-        done = self.trainer.iter + 1
         plot = plot_pwlu_activations(
             getattr(self.trainer.model, "module", self.trainer.model),
-            os.path.join(self._folder, f"iter_{done:07d}.png"),
+            self._path(iteration),
             max_layers=self._max_layers,
             dpi=60,
-            title=f"PWLU curves after {done} iterations",
+            title=f"PWLU curves at iteration {iteration}",
         )
         image = cv2.cvtColor(cv2.imread(os.fspath(plot.path)), cv2.COLOR_BGR2RGB)
         self.trainer.storage.put_image(IMAGE_TAG, image.transpose(2, 0, 1))
