@@ -57,14 +57,14 @@ class PWLUCurvesHook(HookBase):
         if not self._period or not comm.is_main_process():
             return
         resumed_from = self.trainer.start_iter - 1  # the iteration of the loaded checkpoint
-        if resumed_from >= 0 and self._draws_at(resumed_from):
-            if not os.path.exists(self._path(resumed_from)):
-                logger.info(
-                    "PWLU curves of iteration %d are missing (interrupted run): drawing them "
-                    "from the checkpoint",
-                    resumed_from,
-                )
-                self.draw(resumed_from)
+        lost = resumed_from >= 0 and self._draws_at(resumed_from)
+        if lost and not os.path.exists(self._path(resumed_from)):
+            logger.info(
+                "PWLU curves of iteration %d are missing (interrupted run): drawing them from "
+                "the checkpoint",
+                resumed_from,
+            )
+            self.draw(resumed_from)
 
     def after_step(self) -> None:
         if not self._period or not comm.is_main_process():
