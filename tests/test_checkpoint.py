@@ -2,10 +2,12 @@
 dicts are read from files, checkpoints and models, and their PWLU units found."""
 
 import os
+import stat
 
 import numpy as np
 import pytest
 import torch
+from tool_runs import mode_of_plain_open
 from torch import nn
 
 from pwlu_det.checkpoint import AtomicDetectionCheckpointer, find_pwlu_units, load_state_dict
@@ -61,6 +63,28 @@ def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path
         atomic_write(str(target), failing_write)
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["results.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_written_files_get_the_mode_of_a_plain_open(tmp_path, umask):
+    expected = mode_of_plain_open(tmp_path, umask)
+    previous = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "results.json", lambda f: f.write(b"{}"))
+        AtomicDetectionCheckpointer(nn.Linear(3, 2), str(tmp_path)).save("model_final")
+    finally:
+        os.umask(previous)
+    for name in ("results.json", "model_final.pth", "last_checkpoint"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, (name, oct(expected))
+
+
+def test_a_rewritten_file_keeps_its_mode(tmp_path):
+    target = tmp_path / "last_checkpoint"
+    target.write_bytes(b"model_0000004.pth")
+    target.chmod(0o604)
+    atomic_write(target, lambda f: f.write(b"model_0000009.pth"))
+    assert target.read_bytes() == b"model_0000009.pth"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o604
 
 
 def test_find_pwlu_units_needs_every_state_entry():

@@ -3,6 +3,7 @@
 
 import json
 import math
+import stat
 from pathlib import Path
 
 import cv2
@@ -10,6 +11,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
+from tool_runs import SHAPES_YAML, TINY_TRAINING, mode_of_plain_open, run_tool
 
 from pwlu_det.data import SHAPE_CLASSES, generate_shapes_split
 from pwlu_det.engine import PWLUTrainer
@@ -148,3 +150,31 @@ def test_missing_dataset_is_reported_before_training(tmp_path):
                 ]
             )
         )
+
+
+def test_every_file_of_a_run_gets_the_mode_of_a_plain_open(tmp_path):
+    # Checkpoints, last_checkpoint, the PWLU curves and final_results.json are written
+    # atomically: they must be as readable by others as config.yaml and log.txt (a shared
+    # --work-dir), not mkstemp's 0600.
+    umask = 0o027
+    output = tmp_path / "run"
+    result = run_tool(
+        "train_net.py",
+        "--config-file",
+        SHAPES_YAML,
+        "OUTPUT_DIR",
+        output,
+        *TINY_TRAINING,
+        umask=umask,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    expected = mode_of_plain_open(tmp_path, umask)
+    modes = {
+        str(path.relative_to(output)): oct(stat.S_IMODE(path.stat().st_mode))
+        for path in output.rglob("*")
+        if path.is_file()
+    }
+    for name in ("model_final.pth", "last_checkpoint", "final_results.json", "config.yaml"):
+        assert name in modes, sorted(modes)
+    assert any(name.endswith(".png") for name in modes), sorted(modes)
+    assert set(modes.values()) == {oct(expected)}, modes

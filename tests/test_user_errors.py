@@ -3,55 +3,12 @@ and is refused with a message that says what is wrong, without touching its outp
 
 from __future__ import annotations
 
-import hashlib
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-SHAPES_YAML = "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.yaml"
-SHAPES_LAZY = "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.py"
-TIMEOUT_S = 600
-
-
-def run_tool(tool: str, *args: object) -> subprocess.CompletedProcess:
-    """``tools/<tool> args`` run as a user runs it, stdout and stderr together in ``.stdout``."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / tool), *map(str, args)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-
-
-def last_line(output: str) -> str:
-    lines = output.strip().splitlines()
-    return lines[-1] if lines else ""
-
-
-def assert_refused(result: subprocess.CompletedProcess, *words: str) -> str:
-    """The tool failed, and the last line of its output says so with ``words``; returns it."""
-    line = last_line(result.stdout)
-    assert result.returncode != 0, result.stdout[-3000:]
-    for word in words:
-        assert word in line, f"{word!r} not in the last line {line!r}:\n{result.stdout[-3000:]}"
-    return line
-
-
-def folder_state(folder: Path) -> dict[str, tuple[str, int, int]]:
-    """Every entry under ``folder`` (itself included): content hash, mtime (ns) and mode."""
-    state = {}
-    for path in [folder, *sorted(folder.rglob("*"))]:
-        stat = path.stat()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
-        state[str(path.relative_to(folder))] = (digest, stat.st_mtime_ns, stat.st_mode)
-    return state
+from tool_runs import SHAPES_LAZY, SHAPES_YAML, assert_refused, folder_state, run_tool
 
 
 @pytest.fixture
