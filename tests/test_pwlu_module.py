@@ -15,6 +15,7 @@ from pwlu_det.layers import (
     project_bounds,
     pwlu_reference,
 )
+from pwlu_det.layers.pwlu_module import SKIP_COUNTER_NAMES
 
 
 def _inputs(seed=0, shape=(8, 4, 6, 6), scale=1.5, shift=0.4):
@@ -46,9 +47,15 @@ def test_parameters_and_buffers_have_the_documented_shapes():
         "left_slope": (5,),
         "right_slope": (5,),
     }
-    assert set(dict(act.named_buffers())) == {"running_mean", "running_std", "num_batches_tracked"}
+    assert set(dict(act.named_buffers())) == {
+        "running_mean",
+        "running_std",
+        "num_batches_tracked",
+        *SKIP_COUNTER_NAMES,
+    }
     assert act.phase is Phase.INITIAL  # a Python value, in the state dict as a 0-d tensor
-    assert list(act.state_dict()) == list(STATE_NAMES) and act.state_dict()["phase"].dim() == 0
+    assert list(act.state_dict()) == [*STATE_NAMES[:-1], *SKIP_COUNTER_NAMES, "phase"]
+    assert act.state_dict()["phase"].dim() == 0
     layer = PWLU()
     assert layer.heights.shape == (17,) and layer.left_bound.dim() == 0
     text = repr(act)
@@ -123,6 +130,113 @@ def test_phase_one_needs_no_host_sync(channels):
     with _ScalarReads() as mode:
         act.num_batches_tracked.item()
     assert mode.reads
+
+
+def _fed(channels, batches):
+    """A unit in Phase I (training mode) after ``batches``."""
+    act = PWLU(channels, momentum=0.9)
+    act.start_statistics()
+    act.train()
+    for x in batches:
+        act(x)
+    return act
+
+
+def _counters(act):
+    return [int(getattr(act, name)) for name in ("num_batches_tracked", *SKIP_COUNTER_NAMES)]
+
+
+@pytest.mark.parametrize("channels", [None, 4])
+def test_empty_input_leaves_the_statistics_of_the_other_batches(channels, recwarn):
+    """The issue's sequence: non-empty, empty, non-empty gives the statistics of the two
+    non-empty batches (bitwise), with no std_mean warning and no fallback at the realignment."""
+    first, second = _inputs(seed=1, shape=(2, 4, 5, 5)), _inputs(seed=2, shape=(2, 4, 5, 5))
+    empties = [torch.randn(0, 4, 5, 5), torch.randn(2, 4, 0, 5)]
+    act = _fed(channels, [first, *empties, second])
+    expected = _fed(channels, [first, second])
+    assert torch.equal(act.running_mean, expected.running_mean)
+    assert torch.equal(act.running_std, expected.running_std)
+    assert _counters(act) == [2, 2, 0]
+    assert torch.isfinite(act.running_mean).all() and torch.isfinite(act.running_std).all()
+    assert not [w for w in recwarn if "degrees of freedom" in str(w.message)]
+    result = act.realign("paper")
+    assert result.fallback_units == 0
+    torch.testing.assert_close(act.left_bound, expected.realign("paper").left_bound)
+
+    # An empty first batch: the next non-empty one still initialises the statistics.
+    act = _fed(channels, [empties[0], second])
+    assert torch.equal(act.running_mean, _fed(channels, [second]).running_mean)
+    assert _counters(act) == [1, 1, 0]
+
+
+@pytest.mark.parametrize("channels", [None, 4])
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_batch_is_skipped_and_counted(channels, bad_value):
+    good = [_inputs(seed=s, shape=(2, 4, 5, 5)) for s in range(3)]
+    bad = _inputs(seed=9, shape=(2, 4, 5, 5))
+    bad[1, 2, 3, 4] = bad_value  # one element of one channel
+    for position in (0, 1, 3):  # first, middle, last
+        batches = [*good]
+        batches.insert(position, bad)
+        act = _fed(channels, batches)
+        expected = _fed(channels, good)
+        assert torch.equal(act.running_mean, expected.running_mean), position
+        assert torch.equal(act.running_std, expected.running_std), position
+        assert _counters(act) == [3, 0, 1]
+        assert act.realign().fallback_units == 0
+    # Only non-finite batches: no statistics, and the realignment says so.
+    act = _fed(channels, [bad, bad])
+    assert _counters(act) == [0, 0, 2]
+    assert act.realign().fallback_units == act.left_bound.numel()
+
+
+@pytest.mark.parametrize("channels", [None, 4])
+def test_skipping_needs_no_host_sync(channels):
+    act = PWLU(channels)
+    act.start_statistics()
+    act.train()
+    nan = _inputs(seed=3)
+    nan[0, 0, 0, 0] = float("nan")
+    for x in (torch.randn(0, 4, 6, 6), _inputs(seed=1), nan, torch.randn(3, 4, 0, 6)):
+        with _ScalarReads() as mode:
+            act(x.requires_grad_()).sum().backward()
+        assert mode.reads == [], f"host reads in Phase I: {mode.reads}"
+    assert _counters(act) == [1, 2, 1]
+
+
+def test_skip_counters_reset_with_phase_one_and_survive_a_checkpoint():
+    act = _fed(4, [_inputs(seed=1), torch.randn(0, 4, 6, 6)])
+    nan = _inputs(seed=2)
+    nan[0, 1] = float("nan")
+    act(nan)
+    restored = PWLU(4)
+    restored.load_state_dict(copy.deepcopy(act.state_dict()))
+    assert _counters(restored) == [1, 1, 1]
+    restored.start_statistics()
+    assert _counters(restored) == [0, 0, 0]
+
+
+def test_checkpoint_without_skip_counters_loads_strictly_and_resumes():
+    """A unit saved before the counters existed (mid Phase I): strict loading works, the
+    counters start at 0 and Phase I continues exactly."""
+    act = _fed(4, [_inputs(seed=1), _inputs(seed=2)])
+    old = {k: v.clone() for k, v in act.state_dict().items() if k not in SKIP_COUNTER_NAMES}
+    restored = PWLU(4)
+    restored.num_batches_empty.fill_(5)  # whatever the module held is replaced by 0
+    assert restored.load_state_dict(old, strict=True).missing_keys == []
+    assert restored.phase == Phase.STATISTICS and _counters(restored) == [2, 0, 0]
+    for x in (_inputs(seed=3), torch.randn(0, 4, 6, 6)):
+        act(x)
+        restored(x)
+    for name, value in act.state_dict().items():
+        assert torch.equal(restored.state_dict()[name], value), name
+
+    # Nested, strict=False: only the counters of a unit with its other state are excused.
+    net = torch.nn.Sequential(PWLU(4), PWLU(4))
+    partial = {f"0.{k}": v for k, v in old.items()}
+    missing = net.load_state_dict(partial, strict=False).missing_keys
+    assert not [k for k in missing if k.startswith("0.")]
+    assert {f"1.{name}" for name in SKIP_COUNTER_NAMES} <= set(missing)
 
 
 def test_phase_one_gives_parameters_zero_gradients():
@@ -205,6 +319,7 @@ def test_degenerate_statistics_fall_back_and_warn(caplog):
     with caplog.at_level(logging.WARNING):
         act.realign("paper", name="backbone.res2.0.act")
     assert "backbone.res2.0.act" in caplog.text
+    assert "Phase I: 1 batches used, 0 empty and 0 non-finite skipped" in caplog.text
     width = act.right_bound - act.left_bound
     assert torch.isfinite(act.left_bound).all() and (width > 0).all()
     torch.testing.assert_close(width[1:], torch.full((2,), 0.02))

@@ -9,6 +9,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.engine import HookBase, hooks
+from detectron2.utils.events import EventStorage
 from tiny_training import (
     Interrupt,
     InterruptAt,
@@ -176,6 +177,36 @@ def test_hook_realigns_at_start_when_resumed_after_phase_one():
     )
     hook.before_train()
     assert all(m.phase == Phase.TRAINING for _, m in trainable_pwlus(model))
+
+
+def test_realignment_reports_skipped_inputs_per_part(caplog):
+    """Empty and non-finite Phase I inputs are reported per part, next to the fallback units,
+    in the log and in the event storage."""
+    model = TinyPWLUNet()
+    hook = PWLURealignHook(model, statistics_iters=3)
+    for _, m in trainable_pwlus(model):
+        m.start_statistics()
+    nan = torch.randn(2, 4, 3, 3)
+    nan[0, 0, 0, 0] = float("nan")
+    for x in (torch.randn(2, 4, 3, 3), torch.randn(0, 4, 3, 3), nan, torch.randn(2, 4, 3, 3)):
+        model.act1(x)
+    for _ in range(2):
+        model.act2(torch.randn(0, 2, 3, 3))  # never a batch: falls back
+    with EventStorage() as storage, caplog.at_level(logging.INFO):
+        hook.trainer = types.SimpleNamespace(iter=2, optimizer=None, storage=storage)
+        hook.realign()
+    text = caplog.text
+    assert "1 units on fallback bounds, Phase I inputs skipped: 3 empty, 1 non-finite" in text
+    act1 = "act1: 1 modules, 4 units, 0 on fallback bounds; Phase I inputs: 2 used, 1 empty "
+    assert act1 + "and 1 non-finite skipped" in text
+    act2 = "act2: 1 modules, 1 units, 1 on fallback bounds; Phase I inputs: 0 used, 2 empty "
+    assert act2 + "and 0 non-finite skipped" in text
+    parts = [r for r in caplog.records if r.getMessage().startswith("PWLU realignment, ")]
+    levels = {r.getMessage().split(":")[0][len("PWLU realignment, ") :]: r.levelno for r in parts}
+    assert levels == {"act1": logging.WARNING, "act2": logging.INFO}  # WARNING: non-finite
+    assert storage.history("pwlu/fallback_units").latest() == 1
+    assert storage.history("pwlu/skipped_empty_inputs").latest() == 3
+    assert storage.history("pwlu/skipped_nonfinite_inputs").latest() == 1
 
 
 @pytest.mark.slow

@@ -97,11 +97,12 @@ class PWLURealignHook(HookBase):
 
     @torch.no_grad()
     def realign(self) -> None:
-        """All-reduce the statistics, realign every unit in Phase I, clear optimizer state."""
+        """Pool the statistics across workers, realign every unit in Phase I, clear optimizer
+        state, and report per part of the model (:func:`_model_part`)."""
         units = self._units(Phase.STATISTICS)
         if not units:
             return
-        _average_statistics_across_workers([m for _, m in units])
+        _pool_statistics_across_workers([m for _, m in units])
         results = [m.realign(self._mode, name=name) for name, m in units]
         optimizer = getattr(self.trainer, "optimizer", None)
         if optimizer is not None:
@@ -111,9 +112,26 @@ class PWLURealignHook(HookBase):
         widths = torch.cat([(r.right_bound - r.left_bound).reshape(-1) for r in results])
         max_jump = max(r.max_jump for r in results)
         fallbacks = sum(r.fallback_units for r in results)
+        # Per part: modules, units, fallback units, batches used, empty and non-finite skipped.
+        parts: dict[str, list[int]] = {}
+        for (name, module), result in zip(units, results, strict=True):
+            row = parts.setdefault(_model_part(name), [0] * 6)
+            counts = (
+                1,
+                result.left_bound.numel(),
+                result.fallback_units,
+                int(module.num_batches_tracked),
+                int(module.num_batches_empty),
+                int(module.num_batches_nonfinite),
+            )
+            for i, count in enumerate(counts):
+                row[i] += count
+        empty = sum(row[4] for row in parts.values())
+        nonfinite = sum(row[5] for row in parts.values())
         logger.info(
             "PWLU realignment (%s) at iteration %d: %d modules, %d units, bound width mean %.4g "
-            "[%.4g, %.4g], max function jump %.4g, %d units on fallback bounds",
+            "[%.4g, %.4g], max function jump %.4g, %d units on fallback bounds, Phase I inputs "
+            "skipped: %d empty, %d non-finite",
             self._mode,
             self.trainer.iter,
             len(units),
@@ -123,27 +141,82 @@ class PWLURealignHook(HookBase):
             widths.max().item(),
             max_jump,
             fallbacks,
+            empty,
+            nonfinite,
         )
+        for part, row in parts.items():
+            # Inputs are counted per module (and summed over workers).
+            logger.log(
+                logging.WARNING if row[5] else logging.INFO,
+                "PWLU realignment, %s: %d modules, %d units, %d on fallback bounds; Phase I "
+                "inputs: %d used, %d empty and %d non-finite skipped",
+                part,
+                *row,
+            )
         storage = getattr(self.trainer, "storage", None)
         if storage is not None:
             storage.put_scalar("pwlu/mean_bound_width", widths.mean().item(), smoothing_hint=False)
             storage.put_scalar("pwlu/max_function_jump", max_jump, smoothing_hint=False)
             storage.put_scalar("pwlu/fallback_units", fallbacks, smoothing_hint=False)
+            storage.put_scalar("pwlu/skipped_empty_inputs", empty, smoothing_hint=False)
+            storage.put_scalar("pwlu/skipped_nonfinite_inputs", nonfinite, smoothing_hint=False)
 
 
-def _average_statistics_across_workers(modules: list[PWLU]) -> None:
-    """Replace every worker's running statistics by their mean over workers (in place)."""
+def _model_part(name: str) -> str:
+    """The part of the model a module belongs to: the first two components of its path
+    (``"roi_heads.mask_head"`` for ``"roi_heads.mask_head.mask_fcn1.activation"``)."""
+    return ".".join(name.split(".")[:2])
+
+
+def _pool_statistics_across_workers(modules: list[PWLU]) -> None:
+    """Replace every worker's Phase I statistics by those pooled over workers (in place).
+
+    Each worker's statistics of a unit weigh by the batches it used (``num_batches_tracked``):
+    the pooled mean is the weighted mean of the means, the pooled variance the weighted mean of
+    ``std**2`` plus the spread of the means around the pooled mean. A worker that used no batch
+    (or whose statistics are not finite) contributes nothing; a unit that no worker saw keeps
+    the initial mean 0 and std 1. The batch and skip counters become sums over workers. One
+    all-reduce, in float64.
+    """
     world_size = comm.get_world_size()
     if world_size == 1 or not dist.is_initialized():
         return
-    buffers = [b for m in modules for b in (m.running_mean, m.running_std)]
-    counts = torch.stack([m.num_batches_tracked for m in modules]).double()
-    flat = torch.cat([b.reshape(-1).double() for b in buffers] + [counts])
+    means = torch.cat([m.running_mean.reshape(-1).double() for m in modules])
+    stds = torch.cat([m.running_std.reshape(-1).double() for m in modules])
+    counts = torch.stack(
+        [
+            torch.stack([m.num_batches_tracked, m.num_batches_empty, m.num_batches_nonfinite])
+            for m in modules
+        ]
+    ).double()  # (modules, 3)
+    sizes = [m.running_mean.numel() for m in modules]
+    weights = torch.cat([c.expand(n) for c, n in zip(counts[:, 0], sizes, strict=True)])
+    finite = torch.isfinite(means) & torch.isfinite(stds)
+    weights = torch.where(finite, weights, torch.zeros_like(weights))
+    means = torch.where(finite, means, torch.zeros_like(means))
+    stds = torch.where(finite, stds, torch.zeros_like(stds))
+    flat = torch.cat(
+        [weights, weights * means, weights * (stds.square() + means.square()), counts.reshape(-1)]
+    )
     dist.all_reduce(flat)
-    flat /= world_size
+    units = means.numel()
+    total, mean_sum, square_sum = flat[:units], flat[units : 2 * units], flat[2 * units : 3 * units]
+    pooled_mean = mean_sum / total  # NaN where no worker has data (0 / 0)
+    pooled_std = (square_sum / total - pooled_mean.square()).clamp_min(0.0).sqrt()
+    counts = flat[3 * units :].reshape(-1, 3)
     offset = 0
-    for b in buffers:
-        b.copy_(flat[offset : offset + b.numel()].reshape(b.shape))
-        offset += b.numel()
-    for m, count in zip(modules, flat[offset:], strict=True):
-        m.num_batches_tracked.fill_(int(round(count.item() * world_size)))
+    for m, size, module_counts in zip(modules, sizes, counts, strict=True):
+        unseen = module_counts[0] == 0
+        for buffer, pooled, initial in (
+            (m.running_mean, pooled_mean, 0.0),
+            (m.running_std, pooled_std, 1.0),
+        ):
+            value = pooled[offset : offset + size].reshape(buffer.shape)
+            buffer.copy_(torch.where(unseen, torch.full_like(value, initial), value))
+        offset += size
+        for buffer, count in zip(
+            (m.num_batches_tracked, m.num_batches_empty, m.num_batches_nonfinite),
+            module_counts,
+            strict=True,
+        ):
+            buffer.copy_(count.round())

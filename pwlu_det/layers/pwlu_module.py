@@ -7,7 +7,8 @@ A unit's phase (:class:`Phase`, the attribute ``phase``) is saved in its state d
   shape, exactly ReLU by default).
 - ``Phase.STATISTICS`` (Phase I, :meth:`PWLU.start_statistics`): the output is exactly the
   initial shape (ReLU or Swish) and, in training mode, running statistics of the input are
-  updated.
+  updated. An empty input, or one whose batch statistics are not finite, is skipped and
+  counted (``num_batches_empty``, ``num_batches_nonfinite``).
 - ``Phase.TRAINING`` (Phase II, :meth:`PWLU.realign`): bounds moved to
   ``mean -/+ bound_std * std``, heights and slopes reset to the initial shape on the new grid,
   then a plain PWLU that trains.
@@ -35,6 +36,7 @@ __all__ = [
     "INIT_SHAPES",
     "PWLU",
     "REALIGN_MODES",
+    "SKIP_COUNTER_NAMES",
     "STATE_NAMES",
     "Phase",
     "RealignResult",
@@ -52,9 +54,12 @@ class Phase(enum.IntEnum):
     TRAINING = 2
 
 
-#: The state-dict entries of a unit, in order: its five parameters, three statistics buffers
-#: and its phase.
+#: The state-dict entries that make a unit, in every checkpoint version: its five parameters,
+#: three statistics buffers and its phase (last in the state dict).
 STATE_NAMES = (*PARAM_NAMES, "running_mean", "running_std", "num_batches_tracked", "phase")
+#: Phase I inputs skipped (empty; non-finite batch statistics): state-dict entries after
+#: ``num_batches_tracked``, absent from older checkpoints (loaded as 0).
+SKIP_COUNTER_NAMES = ("num_batches_empty", "num_batches_nonfinite")
 REALIGN_MODES = ("paper", "function_preserving")
 #: Initial shapes: what a unit computes in Phase I and is reset to (interpolated on its grid)
 #: at the realignment. "relu" is the paper's; "swish" is x * sigmoid(x).
@@ -141,6 +146,8 @@ class PWLU(nn.Module):
         self.register_buffer("running_mean", torch.zeros(shape))
         self.register_buffer("running_std", torch.ones(shape))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        for counter in SKIP_COUNTER_NAMES:
+            self.register_buffer(counter, torch.tensor(0, dtype=torch.long))
         # A Python value, for control flow without device syncs; saved as "phase" in the state
         # dict (see _save_to_state_dict).
         self.phase = Phase.INITIAL
@@ -187,15 +194,26 @@ class PWLU(nn.Module):
 
     @torch.no_grad()
     def _update_statistics(self, x: torch.Tensor) -> None:
+        """One Phase I update; skips (and counts) an empty input or non-finite statistics.
+
+        ``num_batches_tracked`` counts the batches used. Every decision is made on the device
+        or from the shape: no host sync.
+        """
+        if x.numel() == 0:  # e.g. a mask head without RoIs: known from the shape
+            self.num_batches_empty.add_(1)
+            return
         x = x.detach().float()
         std, mean = torch.std_mean(x, dim=self._reduce_dims(x), correction=0)
+        # The whole batch is used only if every unit's statistics are finite.
+        usable = torch.isfinite(mean).all() & torch.isfinite(std).all()
         # The first batch initialises the statistics, later ones update them. Chosen on the
         # device (torch.where on the count), not with .item(): no host sync in Phase I.
         first = self.num_batches_tracked == 0
         for running, batch in ((self.running_mean, mean), (self.running_std, std)):
             updated = running.mul(self.momentum).add_(batch, alpha=1 - self.momentum)
-            running.copy_(torch.where(first, batch, updated))
-        self.num_batches_tracked.add_(1)
+            running.copy_(torch.where(usable, torch.where(first, batch, updated), running))
+        self.num_batches_tracked.add_(usable)
+        self.num_batches_nonfinite.add_(~usable)
 
     # ---------------------------------------------------------------------------------------
     # Phases.
@@ -207,6 +225,8 @@ class PWLU(nn.Module):
         self.running_mean.zero_()
         self.running_std.fill_(1.0)
         self.num_batches_tracked.zero_()
+        for counter in SKIP_COUNTER_NAMES:
+            getattr(self, counter).zero_()
         self.phase = Phase.STATISTICS
 
     def _reset_to_shape(self, left: torch.Tensor, right: torch.Tensor) -> None:
@@ -232,11 +252,15 @@ class PWLU(nn.Module):
         if bad.any() or narrow.any():
             logger.warning(
                 "PWLU %s: %d unit(s) without usable statistics (no batch, NaN or Inf) and %d "
-                "with std below min_width / (2 * bound_std); using a %.3g-wide range there",
+                "with std below min_width / (2 * bound_std); using a %.3g-wide range there "
+                "(Phase I: %d batches used, %d empty and %d non-finite skipped)",
                 name,
                 int(bad.sum()),
                 int((narrow & ~bad).sum()),
                 self.min_width,
+                int(self.num_batches_tracked),
+                int(self.num_batches_empty),
+                int(self.num_batches_nonfinite),
             )
         mean = torch.where(bad, torch.zeros_like(mean), mean)
         half = torch.where(bad | narrow, torch.full_like(half, self.min_width / 2), half)
@@ -344,6 +368,14 @@ class PWLU(nn.Module):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
         )
+        if prefix + "num_batches_tracked" in state_dict:
+            # A unit saved before the skip counters existed: it counted nothing.
+            for counter in SKIP_COUNTER_NAMES:
+                key = prefix + counter
+                if key not in state_dict:
+                    getattr(self, counter).zero_()
+                    if key in missing_keys:
+                        missing_keys.remove(key)
         key = prefix + "phase"
         if key not in state_dict:
             missing_keys.append(key)
