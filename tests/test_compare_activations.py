@@ -234,7 +234,7 @@ def test_compare_tool_runs_as_a_script():
         text=True,
         check=True,
     )
-    assert "--num-gpus" in out.stdout and "--seeds" in out.stdout
+    assert "--num-gpus" in out.stdout and "--seeds" in out.stdout and "--grid" in out.stdout
 
 
 def test_demo_reports_whether_it_reproduces_the_documented_row(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from pwlu_det.config import load_pwlu_config
 from pwlu_det.engine.compare import config_sha
 from pwlu_det.engine.demo import DEFAULT_DEMO_CONFIG, DOCUMENTED_RESULTS
+from pwlu_det.engine.sweep import opts_of_label
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +25,8 @@ def test_the_measured_rows_belong_to_the_current_configs():
     assert len({r["seed"] for r in rows}) >= 3
     for row in rows:
         config = ROOT / "configs" / "Shapes" / f"{row['config']}.yaml"
-        cfg = load_pwlu_config(str(config))
+        # A row of a sweep's final comparison ran its config with the chosen grid point.
+        cfg = load_pwlu_config(str(config), opts_of_label(row.get("overrides") or ""))
         assert int(row["iterations"]) == cfg.SOLVER.MAX_ITER
         assert row["config_sha"] == config_sha(cfg), (
             f"{config.name} changed since {DOCUMENTED_RESULTS.name} was measured: "

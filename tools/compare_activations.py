@@ -9,9 +9,16 @@ Examples::
     tools/compare_activations.py --num-gpus 8 --work-dir output/compare_coco \\
         --config-file configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x_{pwlu,swish,relu}.yaml
 
-Every run trains into ``<work-dir>/<config name>/seed<k>``; a finished run is reused and an
-interrupted one resumes, so the same command continues a comparison. Trailing ``KEY VALUE``
-arguments override every run's config. Writes results.csv, results.md and results.png.
+    # equal tuning: every config at 3 base LRs on shapes_tune (seed 0, and seed 1 for the two
+    # best LRs of a config when they are within 2 box AP), then each at its best LR, 3 seeds,
+    # on its own test set (shapes_val)
+    tools/compare_activations.py --grid SOLVER.BASE_LR=0.02,0.04,0.08 --results-dir out/
+
+Every run trains into ``<work-dir>/<config name>/seed<k>`` (sweep runs into
+``<work-dir>/sweep/<point>/<config name>/seed<k>``); a finished run is reused and an interrupted
+one resumes, so the same command continues a comparison. Trailing ``KEY VALUE`` arguments
+override every run's config. Writes results.csv, results.md and results.png, and with
+``--grid`` sweep.csv and sweep.md.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import shlex
 import sys
 
 from pwlu_det.engine.compare import compare_activations, write_reports
+from pwlu_det.engine.sweep import parse_grid, run_best_points, run_sweep, write_sweep_reports
 
 SHAPES_CONFIGS = [
     f"configs/Shapes/mask_rcnn_R_18_FPN_{name}.yaml" for name in ("pwlu", "swish", "relu")
@@ -43,32 +51,77 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-machines", type=int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0)
     parser.add_argument("--dist-url", default="auto")
+    parser.add_argument(
+        "--grid",
+        nargs="+",
+        metavar="KEY=V1,V2",
+        help="sweep these config values (Cartesian product) on --tune-set for every config, "
+        "then run each config at its best point over --seeds",
+    )
+    parser.add_argument(
+        "--tune-set", default="shapes_tune", help="test set of the sweep runs (not shapes_val)"
+    )
+    parser.add_argument(
+        "--tune-seeds", type=int, nargs="+", default=[0], help="seeds of every sweep point"
+    )
+    parser.add_argument(
+        "--tie-seeds",
+        type=int,
+        nargs="*",
+        default=[1],
+        help="extra seeds for a config's two best points when they are within --tie-margin",
+    )
+    parser.add_argument("--tie-margin", type=float, default=2.0, help="box AP (default 2.0)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    rows = compare_activations(
-        args.config_file,
-        args.seeds,
-        args.work_dir,
-        opts=args.opts,
-        num_gpus=args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        progress=lambda line: print(line, flush=True),
-    )
-    if args.machine_rank != 0:
-        return 0
-    command = shlex.join(
-        ["tools/compare_activations.py", *(argv if argv is not None else sys.argv[1:])]
-    )
-    paths = write_reports(rows, args.results_dir or args.work_dir, command)
+def _print_reports(paths: dict[str, str]) -> None:
     with open(paths["md"]) as f:
         print("\n" + f.read())
     print("Wrote " + ", ".join(paths.values()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.grid and args.num_machines > 1:
+        raise SystemExit("compare: a --grid sweep runs on one machine (--num-machines 1)")
+    command = shlex.join(
+        ["tools/compare_activations.py", *(argv if argv is not None else sys.argv[1:])]
+    )
+    results_dir = args.results_dir or args.work_dir
+    launch = {
+        "num_gpus": args.num_gpus,
+        "num_machines": args.num_machines,
+        "machine_rank": args.machine_rank,
+        "dist_url": args.dist_url,
+        "progress": lambda line: print(line, flush=True),
+    }
+    if args.grid:
+        points = parse_grid(args.grid)
+        tune_opts = [*args.opts, "DATASETS.TEST", f"('{args.tune_set}',)"]
+        sweep_rows = run_sweep(
+            args.config_file,
+            points,
+            args.tune_seeds,
+            args.work_dir,
+            tune_opts,
+            tie_seeds=args.tie_seeds,
+            tie_margin=args.tie_margin,
+            **launch,
+        )
+        if args.machine_rank == 0:
+            _print_reports(write_sweep_reports(sweep_rows, results_dir, command))
+        rows = run_best_points(
+            args.config_file, points, sweep_rows, args.seeds, args.work_dir, args.opts, **launch
+        )
+    else:
+        rows = compare_activations(
+            args.config_file, args.seeds, args.work_dir, opts=args.opts, **launch
+        )
+    if args.machine_rank != 0:
+        return 0
+    _print_reports(write_reports(rows, results_dir, command))
     return 0
 
 

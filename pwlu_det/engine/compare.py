@@ -65,6 +65,7 @@ CSV_COLUMNS = (
     "realign_mean_bound_width",
     "realign_max_function_jump",
     "realign_fallback_units",
+    "overrides",
     "config_sha",
     "output_dir",
     *MACHINE_KEYS,

@@ -1,0 +1,143 @@
+"""The equal-tuning sweep of tools/compare_activations.py: grid parsing, the held-out test set
+refusal, tie seeds, the choice of the best point, the reports, and a tiny end-to-end sweep."""
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+from test_compare_activations import (  # noqa: F401  (subprocess_datasets: a fixture)
+    PWLU_CONFIG,
+    RELU_CONFIG,
+    TINY_OPTS,
+    subprocess_datasets,
+)
+
+from pwlu_det.engine import sweep
+from pwlu_det.engine.compare import CSV_COLUMNS
+from pwlu_det.engine.sweep import (
+    GridPoint,
+    best_points,
+    check_tuning_test_sets,
+    opts_of_label,
+    parse_grid,
+    run_best_points,
+    run_sweep,
+    write_sweep_reports,
+)
+
+TUNE = ["DATASETS.TEST", "('shapes_tune',)"]
+
+
+def test_parse_grid_is_the_cartesian_product_of_its_axes():
+    points = parse_grid(["SOLVER.BASE_LR=0.02,0.04", "MODEL.PWLU.LR_FACTOR=1,10"])
+    assert [p.label for p in points] == [
+        "SOLVER.BASE_LR=0.02 MODEL.PWLU.LR_FACTOR=1",
+        "SOLVER.BASE_LR=0.02 MODEL.PWLU.LR_FACTOR=10",
+        "SOLVER.BASE_LR=0.04 MODEL.PWLU.LR_FACTOR=1",
+        "SOLVER.BASE_LR=0.04 MODEL.PWLU.LR_FACTOR=10",
+    ]
+    assert points[1].opts == ["SOLVER.BASE_LR", "0.02", "MODEL.PWLU.LR_FACTOR", "10"]
+    assert opts_of_label(points[1].label) == points[1].opts
+    assert points[1].folder == "SOLVER.BASE_LR=0.02__MODEL.PWLU.LR_FACTOR=10"
+    for bad, message in [
+        (["SOLVER.BASE_LR"], "expected KEY=V1,V2"),
+        (["SOLVER.BASE_LR="], "expected KEY=V1,V2"),
+        (["A=1", "A=2"], "given twice"),
+        (["A=1,1"], "repeats a value"),
+        (["A=1 2"], "whitespace"),
+        ([], "at least one axis"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_grid(bad)
+
+
+def test_a_sweep_refuses_the_held_out_test_set():
+    points = parse_grid(["SOLVER.BASE_LR=0.02,0.04"])
+    with pytest.raises(ValueError, match="would be evaluated on shapes_val.*shapes_tune"):
+        check_tuning_test_sets([RELU_CONFIG], points, [])  # the config's own test set
+    check_tuning_test_sets([RELU_CONFIG, PWLU_CONFIG], points, TUNE)
+    sneaky = [GridPoint((("DATASETS.TEST", "('shapes_val',)"),))]
+    with pytest.raises(ValueError, match="held out"):
+        check_tuning_test_sets([RELU_CONFIG], sneaky, TUNE)
+    with pytest.raises(ValueError, match="held out"):
+        run_sweep([RELU_CONFIG], points, [0], "unused", [])
+
+
+def _fake_runs(monkeypatch, box_ap):
+    """compare_activations replaced by a table: box_ap[(config stem, LR, seed)]."""
+    calls = []
+
+    def fake(configs, seeds, work_dir, opts, progress=print, **_):
+        lr = opts[opts.index("SOLVER.BASE_LR") + 1]
+        calls.append((tuple(Path(c).stem for c in configs), lr, tuple(seeds), work_dir))
+        return [
+            {
+                **dict.fromkeys(CSV_COLUMNS),
+                "config": Path(c).stem,
+                "activation": Path(c).stem.rsplit("_", 1)[1],
+                "seed": s,
+                "bbox_AP": box_ap[(Path(c).stem, lr, s)],
+                "segm_AP": box_ap[(Path(c).stem, lr, s)] + 1,
+                "minutes": 1.0,
+                "output_dir": f"{work_dir}/{Path(c).stem}/seed{s}",
+            }
+            for s in seeds
+            for c in configs
+        ]
+
+    monkeypatch.setattr(sweep, "compare_activations", fake)
+    return calls
+
+
+def test_tie_seeds_go_to_the_two_best_points_of_close_configs_only(monkeypatch, tmp_path):
+    pwlu, relu = "mask_rcnn_R_18_FPN_pwlu", "mask_rcnn_R_18_FPN_relu"
+    box_ap = {
+        # PWLU: 0.04 and 0.08 within 2 AP at seed 0; seed 1 makes 0.08 the best on average.
+        (pwlu, "0.02", 0): 20.0, (pwlu, "0.04", 0): 30.0, (pwlu, "0.08", 0): 29.0,
+        (pwlu, "0.04", 1): 27.0, (pwlu, "0.08", 1): 30.0,
+        # ReLU: a clear winner (NaN AP, nothing detected, ranks last).
+        (relu, "0.02", 0): math.nan, (relu, "0.04", 0): 15.0, (relu, "0.08", 0): 10.0,
+    }  # fmt: skip
+    calls = _fake_runs(monkeypatch, box_ap)
+    points = parse_grid(["SOLVER.BASE_LR=0.02,0.04,0.08"])
+    rows = run_sweep(
+        [PWLU_CONFIG, RELU_CONFIG], points, [0], str(tmp_path), TUNE, tie_seeds=[1],
+        progress=lambda _: None,
+    )  # fmt: skip
+    ties = [c for c in calls if c[2] == (1,)]
+    assert sorted(c[:2] for c in ties) == [((pwlu,), "0.04"), ((pwlu,), "0.08")]
+    assert calls[0][3] == str(tmp_path / "sweep" / "SOLVER.BASE_LR=0.02")
+    assert len(rows) == 6 + 2
+    assert best_points(rows) == {pwlu: "SOLVER.BASE_LR=0.08", relu: "SOLVER.BASE_LR=0.04"}
+
+    calls.clear()
+    box_ap.update({(pwlu, "0.08", s): 31.0 for s in (0, 1, 2)})
+    box_ap.update({(relu, "0.04", s): 16.0 for s in (0, 1, 2)})
+    final = run_best_points(
+        [PWLU_CONFIG, RELU_CONFIG], points, rows, [0, 1, 2], str(tmp_path), [],
+        progress=lambda _: None,
+    )  # fmt: skip
+    assert [c[:3] for c in calls] == [((pwlu,), "0.08", (0, 1, 2)), ((relu,), "0.04", (0, 1, 2))]
+    assert calls[0][3] == str(tmp_path)  # the final runs go where a plain comparison's go
+    assert {r["overrides"] for r in final} == {"SOLVER.BASE_LR=0.08", "SOLVER.BASE_LR=0.04"}
+
+    paths = write_sweep_reports(rows, str(tmp_path / "reports"), "the command")
+    md = Path(paths["md"]).read_text()
+    assert "**29.50 ± 0.71 (n=2)**" in md and "| 28.50 ± 2.12 (n=2) " in md  # PWLU 0.08, 0.04
+    assert "**15.00 (n=1)**" in md and "nan (n=1)" in md
+    with open(paths["csv"], newline="") as f:
+        assert len(list(csv.DictReader(f))) == 8
+
+
+@pytest.mark.slow
+def test_a_tiny_sweep_end_to_end(subprocess_datasets, tmp_path):  # noqa: F811
+    opts = TINY_OPTS  # evaluated on a tiny tuning split of their own, not shapes_val
+    points = parse_grid(["SOLVER.BASE_LR=0.01,0.02"])
+    rows = run_sweep([RELU_CONFIG], points, [0], str(tmp_path), opts, progress=lambda _: None)
+    assert [r["point"] for r in rows] == [p.label for p in points]
+    assert all(r["bbox_AP"] is not None for r in rows)
+    assert len({r["output_dir"] for r in rows}) == 2
+    # Again: every run is reused, none retrained.
+    again = run_sweep([RELU_CONFIG], points, [0], str(tmp_path), opts, progress=lambda _: None)
+    assert [r["bbox_AP"] for r in again] == [r["bbox_AP"] for r in rows]
