@@ -107,7 +107,10 @@ def test_training_realigns_clears_momentum_and_keeps_training(tmp_path, caplog):
     params = list(act.parameters())
     with caplog.at_level(logging.INFO, logger="pwlu_det.engine.realign_hook"):
         trainer.train()
-    assert "PWLU realignment (paper) at iteration 3" in caplog.text
+    # One numbering, Detectron2's (trainer.iter, as in model_<N>.pth): R = 4 iterations of
+    # Phase I are iterations 0-3, and the realignment follows iteration 3.
+    assert f"collect statistics through iteration {R - 1}, then realign" in caplog.text
+    assert f"PWLU realignment (paper) at iteration {R - 1}:" in caplog.text
     # Right after the realignment: trained units in Phase II, frozen ones untouched, momentum
     # of the reset parameters gone (others kept).
     assert probe.phases == [Phase.TRAINING, Phase.TRAINING, Phase.INITIAL]

@@ -77,9 +77,10 @@ class PWLURealignHook(HookBase):
                 module.start_statistics()
             if fresh:
                 logger.info(
-                    "PWLU Phase I: %d units collect statistics until iteration %d",
+                    "PWLU Phase I: %d units collect statistics through iteration %d, "
+                    "then realign",
                     len(fresh),
-                    self._statistics_iters,
+                    self._statistics_iters - 1,
                 )
         elif self._units(Phase.STATISTICS):
             # Resumed from a checkpoint written after Phase I but before its realignment.
@@ -133,7 +134,7 @@ class PWLURealignHook(HookBase):
             "[%.4g, %.4g], max function jump %.4g, %d units on fallback bounds, Phase I inputs "
             "skipped: %d empty, %d non-finite",
             self._mode,
-            self.trainer.iter,
+            self._statistics_iters - 1,  # also when a resume realigns before the next step
             len(units),
             widths.numel(),
             widths.mean().item(),
