@@ -13,6 +13,7 @@ from pwlu_det.layers import (
     Phase,
     breakpoints,
     project_bounds,
+    pwlu,
     pwlu_reference,
 )
 from pwlu_det.layers.pwlu_module import SKIP_COUNTER_NAMES
@@ -359,6 +360,45 @@ def test_invalid_arguments_are_rejected():
         PWLU(0)
     with pytest.raises(ValueError, match="mode must be one of"):
         PWLU().realign("sideways")
+    with pytest.raises(TypeError, match=r"num_intervals must be an int, got 2\.5 \(float\)"):
+        PWLU(num_intervals=2.5)
+    with pytest.raises(TypeError, match=r"num_channels must be an int, got '4' \(str\)"):
+        PWLU("4")
+
+
+def _error_of(call) -> tuple[type, str]:
+    with pytest.raises((TypeError, ValueError, RuntimeError)) as info:
+        call()
+    return info.type, str(info.value)
+
+
+@pytest.mark.parametrize("phase", ["initial", "statistics"])
+@pytest.mark.parametrize(
+    ("channels", "channel_dim", "x"),
+    [
+        (3, 1, torch.randn(2, 4, 5)),  # 4 channels, not 3
+        (3, 3, torch.randn(2, 3, 5)),  # channel_dim out of range
+        (3, 1, torch.ones(2, 3, 5, dtype=torch.long)),  # an int input
+        (None, 1, torch.ones(2, 3, dtype=torch.int32)),
+    ],
+)
+def test_the_module_raises_the_functions_errors(phase, channels, channel_dim, x):
+    act = PWLU(channels, channel_dim=channel_dim).train()
+    if phase == "statistics":
+        act.start_statistics()
+    expected = _error_of(lambda: pwlu(x, *act.op_params(), channel_dim=channel_dim))
+    assert expected[0] in (TypeError, ValueError) and expected[1].startswith("pwlu: ")
+    assert _error_of(lambda: act(x)) == expected
+
+
+@pytest.mark.parametrize("bound", [float("nan"), 5.0])
+def test_nan_or_crossed_bounds_are_a_value_error_on_cpu(bound):
+    act = PWLU(2)
+    with torch.no_grad():
+        act.left_bound[1] = bound  # NaN, or above right_bound 3
+    for call in (lambda x: act(x), lambda x: pwlu(x, *act.op_params())):
+        with pytest.raises(ValueError, match="right_bound must exceed left_bound, unit 1"):
+            call(torch.randn(2, 2, 3))
 
 
 @pytest.mark.parametrize(("channels", "channel_dim"), [(None, 1), (4, 1), (4, -1)])
@@ -377,7 +417,7 @@ def test_forward_and_gradients_match_the_reference(channels, channel_dim):
     expected.square().sum().backward()
     for p, ref in zip(act.op_params(), params, strict=True):
         torch.testing.assert_close(p.grad.double(), ref.grad, rtol=1e-3, atol=1e-3)
-    with pytest.raises(RuntimeError, match="channels"):
+    with pytest.raises(ValueError, match="channels"):
         PWLU(3)(torch.randn(2, 4, 5))
 
 

@@ -370,7 +370,7 @@ def test_cpp_is_deterministic():
 def test_cpp_rejects_bounds_in_the_wrong_order():
     params = make_params(None, 4)
     params = (params[1], params[0], *params[2:])
-    with pytest.raises(RuntimeError, match="right_bound must exceed left_bound"):
+    with pytest.raises(ValueError, match="right_bound must exceed left_bound"):
         cpp(torch.randn(10, dtype=torch.float64), *params)
 
 

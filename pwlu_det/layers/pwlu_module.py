@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pwlu_op import PARAM_NAMES, canonical_params, pwlu_canonical
+from .pwlu_op import PARAM_NAMES, canonical_params, check_inputs, pwlu_canonical
 from .pwlu_reference import breakpoints, pwlu_reference
 
 __all__ = [
@@ -115,6 +116,15 @@ class PWLU(nn.Module):
         init_shape: str = "relu",
     ):
         super().__init__()
+        for name, value in (("num_channels", num_channels), ("num_intervals", num_intervals)):
+            if value is None and name == "num_channels":
+                continue
+            try:
+                operator.index(value)
+            except TypeError:
+                raise TypeError(
+                    f"PWLU: {name} must be an int, got {value!r} ({type(value).__name__})"
+                ) from None
         if init_shape not in INIT_SHAPES:
             raise ValueError(
                 f"PWLU: init_shape must be one of {tuple(INIT_SHAPES)}, got {init_shape!r}"
@@ -165,7 +175,15 @@ class PWLU(nn.Module):
         return tuple(getattr(self, name) for name in PARAM_NAMES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the unit to ``x`` (channel-wise: channels in dim ``channel_dim``)."""
+        """Apply the unit to ``x`` (channel-wise: channels in dim ``channel_dim``).
+
+        Raises:
+            TypeError, ValueError: as :func:`pwlu_det.layers.pwlu`, with its messages: ``x``
+                not a floating-point tensor, or without ``num_channels`` channels in
+                ``channel_dim``; on CPU, a unit whose bounds are NaN or crossed.
+        """
+        if not self._fits(x):
+            check_inputs(x, self.op_params(), self.channel_dim)  # raises the function's error
         if self.phase == Phase.STATISTICS:
             if self.training:
                 self._update_statistics(x)
@@ -178,6 +196,16 @@ class PWLU(nn.Module):
         # Python checks would only add per-call overhead (the kernels check x).
         channel_dim = 0 if self.num_channels is None else self.channel_dim % x.dim()
         return pwlu_canonical(x, canonical_params(*self.op_params()), channel_dim)
+
+    def _fits(self, x) -> bool:
+        """A cheap test (no sync) that ``x`` suits the unit; the full checks run only if not."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return False
+        if self.num_channels is None:
+            return True
+        return -x.dim() <= self.channel_dim < x.dim() and x.shape[self.channel_dim] == (
+            self.num_channels
+        )
 
     def __prepare_scriptable__(self):
         # Called by torch.jit.script on every submodule, before it compiles anything.

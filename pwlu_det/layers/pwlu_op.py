@@ -183,8 +183,12 @@ def check_canonical(x: torch.Tensor, params: tuple[torch.Tensor, ...], channel_d
         )
 
 
-def _check_inputs(x: torch.Tensor, params: tuple[torch.Tensor, ...], channel_dim: int) -> int:
-    """Validate the arguments of :func:`pwlu`; return ``channel_dim`` made non-negative."""
+def check_inputs(x: torch.Tensor, params: tuple[torch.Tensor, ...], channel_dim: int) -> int:
+    """Validate the arguments of :func:`pwlu`; return ``channel_dim`` made non-negative.
+
+    Raises:
+        TypeError, ValueError: as :func:`pwlu`, naming the argument.
+    """
     for name, value in zip(("x", *PARAM_NAMES), (x, *params), strict=True):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"pwlu: {name} must be a tensor, got {type(value).__name__}")
@@ -298,10 +302,12 @@ def pwlu(
 
     Raises:
         TypeError: a non-tensor or non-floating-point argument.
-        ValueError: mismatched shapes or devices, ``channel_dim`` out of range.
+        ValueError: mismatched shapes or devices, ``channel_dim`` out of range; on CPU also a
+            unit whose ``right_bound`` is not above its ``left_bound`` (NaN bounds included).
+            The CUDA kernels check no values (that would sync the host).
     """
     params = (left_bound, right_bound, heights, left_slope, right_slope)
-    channel_dim = _check_inputs(x, params, channel_dim)
+    channel_dim = check_inputs(x, params, channel_dim)
     if _exporting():  # exported graphs hold standard ops only
         return pwlu_reference(x, *params, channel_dim=channel_dim)
     return pwlu_canonical(x, canonical_params(*params), channel_dim)

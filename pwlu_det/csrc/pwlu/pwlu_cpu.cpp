@@ -111,7 +111,7 @@ const UnitTables<T>& make_tables(
     // The bounds as the compute type sees them (the reference compares against these).
     const T left = static_cast<T>(bl[p]);
     const T right = static_cast<T>(br[p]);
-    TORCH_CHECK(right > left, "pwlu: right_bound must exceed left_bound, unit ", p,
+    TORCH_CHECK_VALUE(right > left, "pwlu: right_bound must exceed left_bound, unit ", p,
                 " has left_bound=", left, ", right_bound=", right);
     const double* h = y + p * (n + 1);
     const double b_l = left, b_r = right;
