@@ -48,7 +48,9 @@ def add_pwlu_config(cfg: CN) -> None:
     cfg.MODEL.PWLU.INIT_SHAPE = "relu"
     # Weight decay of PWLU parameters (bounds, heights, slopes); the paper gives no rule.
     cfg.MODEL.PWLU.WEIGHT_DECAY = 0.0
-    # Learning rate of PWLU parameters = SOLVER.BASE_LR * LR_FACTOR.
+    # Learning rate of PWLU parameters = SOLVER.BASE_LR * LR_FACTOR. 0 freezes the units at the
+    # shape the realignment gives them (the comparison's frozen ablation,
+    # configs/Shapes/mask_rcnn_R_18_FPN_pwlu_frozen.yaml).
     cfg.MODEL.PWLU.LR_FACTOR = 1.0
     # Every DYNAMICS_PERIOD iterations, write gradient and update sizes of the PWLU parameters
     # and of the conv weights beside them to OUTPUT_DIR/pwlu_dynamics.json and TensorBoard

@@ -224,3 +224,21 @@ def test_two_processes_share_statistics_and_parameters(tmp_path):
         assert value == ranks[1]["state"][key], key
     mean = torch.tensor([r["phase1_means"] for r in ranks]).mean(0)
     torch.testing.assert_close(torch.tensor(ranks[0]["state"]["act1.running_mean"]), mean)
+
+
+def test_lr_factor_zero_freezes_the_units_at_their_realigned_shape(tmp_path):
+    """The comparison's ablation: PWLU whose parameters stop training at the realignment."""
+    at_realignment = TinyTrainer(tiny_cfg(str(tmp_path / "a"), max_iter=R, statistics_iters=R))
+    at_realignment.train()
+    frozen = TinyTrainer(
+        tiny_cfg(str(tmp_path / "b"), max_iter=T, statistics_iters=R, LR_FACTOR=0.0)
+    )
+    frozen.train()
+    for (name, unit), (_, reference) in zip(
+        trainable_pwlus(frozen.model), trainable_pwlus(at_realignment.model), strict=True
+    ):
+        assert unit.phase == Phase.TRAINING
+        for p, q in zip(unit.op_params(), reference.op_params(), strict=True):
+            assert torch.equal(p, q), f"{name} moved after the realignment"
+    # Everything else kept training.
+    assert not torch.equal(frozen.model.conv1.weight, at_realignment.model.conv1.weight)
