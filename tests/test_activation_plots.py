@@ -192,9 +192,9 @@ def test_no_pwlu_raises_value_error(tmp_path):
     path = tmp_path / "plain.pth"
     torch.save({"model": nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).state_dict()}, path)
     output = tmp_path / "none.png"
-    with pytest.raises(ValueError, match="no PWLU module"):
+    with pytest.raises(ValueError, match="plain.pth has no PWLU units"):
         plot_pwlu_activations(path, output)
-    with pytest.raises(ValueError, match="no PWLU module"):
+    with pytest.raises(ValueError, match="the state dict has no PWLU units"):
         plot_pwlu_activations({}, output)
     assert not output.exists()
     assert find_pwlu_units(torch.load(path)["model"]) == {}

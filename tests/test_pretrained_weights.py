@@ -24,7 +24,8 @@ from pwlu_det.checkpoint import (
 )
 from pwlu_det.engine import cli
 from pwlu_det.export import load_model_for_export
-from pwlu_det.layers import PWLU, Phase
+from pwlu_det.layers import PWLU, STATE_NAMES, Phase
+from pwlu_det.layers.pwlu_module import SKIP_COUNTER_NAMES
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "COCO-InstanceSegmentation"
 FEATURES = ("res2", "res3", "res4", "res5")
@@ -117,7 +118,9 @@ def test_relu_backbone_pkl_loads_exactly_into_pwlu_model(tmp_path, checkpointer)
     got = backbone_features(pwlu, x)
     assert all(torch.equal(got[k], expected[k]) for k in FEATURES), max_abs_diffs(got, expected)
     state = pwlu_state(pwlu)  # 17 units in the R-18, 8 in the heads: untouched (exact ReLU)
-    assert len(state) == 9 * (17 + 8) and all(torch.equal(state[k], units_before[k]) for k in state)
+    per_unit = len(STATE_NAMES) + len(SKIP_COUNTER_NAMES)
+    assert len(state) == per_unit * (17 + 8)
+    assert all(torch.equal(state[k], units_before[k]) for k in state)
     assert torch.equal(pwlu.roi_heads.box_predictor.cls_score.weight, head_before)
 
 
@@ -334,3 +337,28 @@ def test_export_and_eval_need_a_complete_checkpoint(tmp_path, monkeypatch):
     AtomicDetectionCheckpointer(mask_rcnn("pwlu", *R18), complete=True).load(
         str(tmp_path / "full.pth")
     )
+
+
+def test_evaluation_refuses_a_checkpoint_of_another_activation(tmp_path):
+    # Training may start from ReLU weights (units start as ReLU); evaluation and export may not.
+    relu = mask_rcnn("relu", *R18)
+    torch.save({"model": relu.state_dict()}, tmp_path / "relu.pth")
+    AtomicDetectionCheckpointer(mask_rcnn("pwlu", *R18)).load(str(tmp_path / "relu.pth"))
+    complete = AtomicDetectionCheckpointer(mask_rcnn("pwlu", *R18), complete=True)
+    with pytest.raises(ValueError, match=r"relu.pth has no PWLU units, and the model has 25 "):
+        complete.load(str(tmp_path / "relu.pth"))
+    backbone = {k: v for k, v in relu.state_dict().items() if k.startswith("backbone.")}
+    torch.save({"model": backbone}, tmp_path / "relu_backbone.pth")
+    with pytest.raises(ValueError, match=r"relu_backbone.pth lacks \d+ of the model's"):
+        complete.load(str(tmp_path / "relu_backbone.pth"))  # incomplete, whatever activation
+
+    torch.save({"model": mask_rcnn("pwlu", *R18).state_dict()}, tmp_path / "pwlu.pth")
+    for model, refusal in (
+        (relu, r"pwlu.pth is a PWLU checkpoint \(25 PWLU units, and the model none, e\.g\. "),
+        (
+            mask_rcnn("pwlu", *R18, "MODEL.ACTIVATION.SCOPE", "backbone"),
+            r"\(8 PWLU unit\(s\) that the model does not have, e\.g\. proposal_generator\.",
+        ),
+    ):
+        with pytest.raises(ValueError, match=refusal):
+            AtomicDetectionCheckpointer(model, complete=True).load(str(tmp_path / "pwlu.pth"))

@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from tool_runs import SHAPES_LAZY, SHAPES_YAML, assert_refused, folder_state, run_tool
+from tool_runs import (
+    ROOT,
+    SHAPES_LAZY,
+    SHAPES_SWISH,
+    SHAPES_YAML,
+    assert_refused,
+    folder_state,
+    run_tool,
+)
+
+SHAPES_YAML_PATH = str(ROOT / SHAPES_YAML)
 
 
 @pytest.fixture
@@ -47,3 +57,83 @@ def test_fresh_run_into_a_finished_run_is_refused_before_anything_is_written(
         result, str(finished_run), "already holds a training run", "--resume", "Nothing was"
     )
     assert folder_state(finished_run) == before
+
+
+# --- a checkpoint of another activation ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Untrained checkpoints of the Shapes Mask R-CNN with PWLU and with Swish, by activation."""
+    from detectron2.modeling import build_model
+
+    from pwlu_det.config import load_pwlu_config
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    paths = {}
+    for activation in ("PWLU", "Swish"):
+        cfg = load_pwlu_config(SHAPES_YAML_PATH, ["MODEL.ACTIVATION.NAME", activation])
+        paths[activation] = folder / f"{activation.lower()}.pth"
+        torch.save({"model": build_model(cfg).state_dict(), "iteration": 9}, paths[activation])
+    return paths
+
+
+#: (config, checkpoint's activation, what the last line says)
+OTHER_ACTIVATION = [
+    (SHAPES_SWISH, "PWLU", ["is a PWLU checkpoint", "use a PWLU config"]),
+    (SHAPES_YAML, "Swish", ["has no PWLU units"]),
+]
+
+
+@pytest.mark.parametrize("config, activation, words", OTHER_ACTIVATION)
+def test_eval_only_refuses_a_checkpoint_of_another_activation(
+    checkpoints, tmp_path, config, activation, words
+):
+    weights = checkpoints[activation]
+    result = run_tool(
+        "train_net.py",
+        "--config-file",
+        config,
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        weights,
+        "OUTPUT_DIR",
+        tmp_path / "eval",
+    )
+    assert_refused(result, str(weights), *words)
+    assert "Start inference" not in result.stdout
+
+
+def test_lazy_eval_only_refuses_a_checkpoint_without_pwlu_units(checkpoints, tmp_path):
+    weights = checkpoints["Swish"]
+    result = run_tool(
+        "lazyconfig_train_net.py",
+        "--config-file",
+        SHAPES_LAZY,
+        "--eval-only",
+        f"train.init_checkpoint={weights}",
+        f"train.output_dir={tmp_path / 'eval'}",
+    )
+    assert_refused(result, str(weights), "has no PWLU units")
+    assert "Start inference" not in result.stdout
+
+
+@pytest.mark.parametrize("config, activation, words", OTHER_ACTIVATION)
+def test_export_refuses_a_checkpoint_of_another_activation(
+    checkpoints, tmp_path, config, activation, words
+):
+    weights = checkpoints[activation]
+    output = tmp_path / "export"
+    result = run_tool(
+        "export_model.py", "--config-file", config, "--output", output, "MODEL.WEIGHTS", weights
+    )
+    assert_refused(result, str(weights), *words)
+    assert not output.exists()
+
+
+def test_plot_refuses_a_checkpoint_without_pwlu_units(checkpoints, tmp_path):
+    weights = checkpoints["Swish"]
+    output = tmp_path / "curves.png"
+    result = run_tool("plot_activations.py", "--checkpoint", weights, "--output", output)
+    assert_refused(result, str(weights), "has no PWLU units")
+    assert not output.exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES_YAML = "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.yaml"
+SHAPES_SWISH = "configs/Shapes/mask_rcnn_R_18_FPN_swish.yaml"
 SHAPES_LAZY = "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.py"
 TIMEOUT_S = 600
 #: train_net.py overrides for a run of a few seconds on the shapes data: two iterations, a

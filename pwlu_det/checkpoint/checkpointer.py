@@ -15,7 +15,8 @@ from torch import nn
 
 from pwlu_det.utils.file_io import atomic_write
 
-from .loading import check_checkpoint_complete, check_checkpoint_fits
+from .loading import check_checkpoint_complete, check_checkpoint_fits, check_same_activation
+from .state_dict import find_pwlu_units
 
 __all__ = ["AtomicDetectionCheckpointer"]
 
@@ -54,7 +55,9 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         strict: refuse checkpoints that do not fit ``model``; False gives Detectron2's lenient
             loading (e.g. to fine-tune a detector on a dataset with other classes).
         complete: also refuse checkpoints that lack any of the model's parameters or buffers
-            (for evaluation and export, where a missing tensor would silently stay random).
+            (for evaluation and export, where a missing tensor would silently stay random), and
+            checkpoints of another activation: PWLU units that the model lacks, or no PWLU
+            units for the model's (see :func:`pwlu_det.checkpoint.check_same_activation`).
         save_to_disk, checkpointables: as for ``DetectionCheckpointer``.
     """
 
@@ -94,11 +97,17 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint: dict[str, Any]):
         if self.strict:
             self._align_and_check(checkpoint)
+        if self.complete:
+            keys = dict.fromkeys(checkpoint["model"])
+            _strip_prefix_if_present(keys, "module.")  # as fvcore does (done if strict)
+            check_same_activation(self.model.state_dict().keys(), keys, source=self._loading)
         incompatible = super()._load_model(checkpoint)
         if self.complete:
             unused = _unused_counters(self.model)
             missing = [k for k in incompatible.missing_keys if k not in unused]
-            check_checkpoint_complete(missing, source=self._loading)
+            check_checkpoint_complete(
+                missing, source=self._loading, checkpoint_has_pwlu=bool(find_pwlu_units(keys))
+            )
         return incompatible
 
     def _align_and_check(self, checkpoint: dict[str, Any]) -> None:

@@ -21,12 +21,16 @@ from typing import Any
 
 from torch import nn
 
+from pwlu_det.layers import STATE_NAMES
+from pwlu_det.layers.pwlu_module import SKIP_COUNTER_NAMES
+
 from .state_dict import find_pwlu_units
 
 __all__ = [
     "ShapeMismatch",
     "check_checkpoint_complete",
     "check_checkpoint_fits",
+    "check_same_activation",
     "find_shape_mismatches",
     "missing_backbone_keys",
     "pwlu_state_keys",
@@ -59,10 +63,13 @@ class ShapeMismatch:
 def pwlu_state_keys(keys: Collection[str]) -> set[str]:
     """The keys among ``keys`` that hold PWLU state, which ReLU-pretrained files do not have.
 
-    These are the keys of the units :func:`~pwlu_det.checkpoint.find_pwlu_units` finds.
+    These are the keys of the units :func:`~pwlu_det.checkpoint.find_pwlu_units` finds, with
+    their skipped-input counters where ``keys`` has them.
     """
     units = find_pwlu_units(dict.fromkeys(keys))
-    return {f"{module}.{name}".lstrip(".") for module, unit in units.items() for name in unit}
+    names = (*STATE_NAMES, *SKIP_COUNTER_NAMES)  # the counters: not in older checkpoints
+    found = {f"{module}.{name}".lstrip(".") for module in units for name in names}
+    return found & set(keys)
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -205,17 +212,68 @@ def check_checkpoint_fits(
     logger.debug("%s fits the model", source)
 
 
-def check_checkpoint_complete(missing_keys: list[str], source: str = "the checkpoint") -> None:
+def check_checkpoint_complete(
+    missing_keys: list[str], source: str = "the checkpoint", *, checkpoint_has_pwlu: bool = True
+) -> None:
     """Raise if loading a checkpoint left some of the model's tensors out (``missing_keys``).
 
     For evaluation and export, where such tensors would silently stay randomly initialised.
 
+    Args:
+        missing_keys: the model's keys that the checkpoint lacks.
+        source: names the checkpoint in the message (its path).
+        checkpoint_has_pwlu: whether the checkpoint has PWLU units; if not, and only PWLU state
+            is missing, the message says that it is a checkpoint of another activation.
+
     Raises:
-        ValueError: the missing keys are listed.
+        ValueError: the missing keys are listed; or one line: "... has no PWLU units ...".
     """
+    missing_pwlu = pwlu_state_keys(missing_keys)
+    if missing_keys and not checkpoint_has_pwlu and set(missing_keys) <= missing_pwlu:
+        units = find_pwlu_units(dict.fromkeys(missing_keys))
+        raise ValueError(
+            f"{source} has no PWLU units, and the model has {len(units)} (e.g. "
+            f"{next(iter(units))}.left_bound): it is a checkpoint of another activation; "
+            "evaluate or export it with a config of that activation (ReLU, Swish)"
+        )
     if missing_keys:
         raise ValueError(
             f"{source} lacks {len(missing_keys)} of the model's parameters and buffers (they "
             f"would stay randomly initialised):\n{_listing(missing_keys)}\n"
             "Is it a trained checkpoint of this config (and not, say, an ImageNet backbone)?"
         )
+
+
+def check_same_activation(
+    model_keys: Collection[str], checkpoint_keys: Collection[str], source: str = "the checkpoint"
+) -> None:
+    """Raise if the checkpoint has PWLU units that the model lacks (before loading it).
+
+    For evaluation and export: the conv weights of a PWLU checkpoint compute nonsense with
+    another activation, and Detectron2 would load one into a Swish model with only a warning
+    about unused keys (``*.left_bound``, ``*.heights``, ...). The other way round, a checkpoint
+    without PWLU units for a PWLU model, is refused by :func:`check_checkpoint_complete`.
+
+    Args:
+        model_keys: the model's state-dict keys.
+        checkpoint_keys: the checkpoint's keys, as they will be loaded.
+        source: names the checkpoint in the message (its path).
+
+    Raises:
+        ValueError: one line: "... is a PWLU checkpoint ...: use a PWLU config ...".
+    """
+    model_units = find_pwlu_units(dict.fromkeys(model_keys))
+    checkpoint_units = list(find_pwlu_units(dict.fromkeys(checkpoint_keys)))
+    unused = [unit for unit in checkpoint_units if unit not in model_units]
+    if not unused:
+        return
+    if model_units:
+        what = f"{len(unused)} PWLU unit(s) that the model does not have"
+        config = "a PWLU config that matches it"
+    else:
+        what = f"{len(checkpoint_units)} PWLU units, and the model none"
+        config = "a PWLU config"
+    raise ValueError(
+        f"{source} is a PWLU checkpoint ({what}, e.g. {unused[0]}.left_bound): use {config} "
+        "(the config it was trained with) to evaluate or export it"
+    )

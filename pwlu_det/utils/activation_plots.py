@@ -381,7 +381,8 @@ def plot_pwlu_activations(
 
     Raises:
         FileNotFoundError: a checkpoint path that does not exist.
-        ValueError: no PWLU module in the state dict, or bad arguments.
+        ValueError: no PWLU unit in the state dict (e.g. a Swish checkpoint), or bad
+            arguments.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -395,9 +396,10 @@ def plot_pwlu_activations(
     source = checkpoint_or_state_dict_or_model
     units = find_pwlu_units(load_state_dict(source))
     if not units:
+        where = source if isinstance(source, (str, os.PathLike)) else "the state dict"
         raise ValueError(
-            "PWLU plot: no PWLU module in the state dict (no module path with all of "
-            f"{', '.join(STATE_NAMES)})"
+            f"{os.fspath(where)} has no PWLU units (no module with all of "
+            f"{', '.join(STATE_NAMES)}): a checkpoint of another activation? Nothing to plot"
         )
     names = list(units)[:max_layers]
     if len(names) < len(units):
