@@ -127,3 +127,9 @@ def test_load_state_dict_errors_name_the_file(tmp_path):
     torch.save({"model": nn.Linear(1, 1)}, tmp_path / "pickled.pth")
     with pytest.raises(ValueError, match="pickled.pth holds objects other than tensors"):
         load_state_dict(tmp_path / "pickled.pth")
+    for name, content in (("empty.pth", b""), ("noise.pth", b"\x93" * 64)):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=f"{name} is not a PyTorch checkpoint \\(or is dam"):
+            load_state_dict(tmp_path / name)
+        with pytest.raises(ValueError, match=f"{name} is not a PyTorch checkpoint \\(or is dam"):
+            AtomicDetectionCheckpointer(nn.Linear(1, 1)).load(str(tmp_path / name))

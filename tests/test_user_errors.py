@@ -4,6 +4,7 @@ and is refused with a message that says what is wrong, without touching its outp
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from tool_runs import (
     SHAPES_LAZY,
     SHAPES_SWISH,
     SHAPES_YAML,
+    TINY_TRAINING,
     assert_refused,
     folder_state,
     run_tool,
@@ -137,3 +139,48 @@ def test_plot_refuses_a_checkpoint_without_pwlu_units(checkpoints, tmp_path):
     result = run_tool("plot_activations.py", "--checkpoint", weights, "--output", output)
     assert_refused(result, str(weights), "has no PWLU units")
     assert not output.exists()
+
+
+# --- a file that is not a checkpoint ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def not_checkpoints(tmp_path_factory, checkpoints) -> dict[str, Path]:
+    """Random bytes named as a checkpoint (.pth, .pkl), and a checkpoint cut short."""
+    folder = tmp_path_factory.mktemp("not_checkpoints")
+    noise = random.Random(0).randbytes(4096)
+    paths = {"random.pth": noise, "random.pkl": noise}
+    paths["truncated.pth"] = checkpoints["PWLU"].read_bytes()[: 1 << 20]
+    for name, content in paths.items():
+        (folder / name).write_bytes(content)
+    return {name: folder / name for name in paths}
+
+
+#: tool, its arguments ({weights}: the checkpoint, {out}: a new folder)
+LOADING_TOOLS = {
+    "eval-only": ["train_net.py", "--config-file", SHAPES_YAML, "--eval-only"]
+    + ["MODEL.WEIGHTS", "{weights}", "OUTPUT_DIR", "{out}"],
+    "training": ["train_net.py", "--config-file", SHAPES_YAML, "MODEL.WEIGHTS", "{weights}"]
+    + ["OUTPUT_DIR", "{out}", *TINY_TRAINING],
+    "lazy eval-only": ["lazyconfig_train_net.py", "--config-file", SHAPES_LAZY, "--eval-only"]
+    + ["train.init_checkpoint={weights}", "train.output_dir={out}"],
+    "export": ["export_model.py", "--config-file", SHAPES_YAML, "--output", "{out}"]
+    + ["MODEL.WEIGHTS", "{weights}"],
+    "plot": ["plot_activations.py", "--checkpoint", "{weights}", "--output", "{out}/curves.png"],
+    "convert": ["convert_torchvision_to_d2.py", "{weights}", "{out}/R-50.pkl"],
+}
+
+
+@pytest.mark.parametrize(
+    "tool, name",
+    [
+        *((tool, "random.pth") for tool in LOADING_TOOLS),
+        ("training", "random.pkl"),
+        ("eval-only", "truncated.pth"),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_is_named_as_such(not_checkpoints, tmp_path, tool, name):
+    weights = not_checkpoints[name]
+    args = [arg.format(weights=weights, out=tmp_path / "out") for arg in LOADING_TOOLS[tool]]
+    result = run_tool(*args)
+    assert_refused(result, f"{weights} is not a PyTorch checkpoint (or is damaged): ")

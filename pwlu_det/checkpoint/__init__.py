@@ -17,7 +17,7 @@ from .loading import (
     missing_backbone_keys,
     pwlu_state_keys,
 )
-from .state_dict import find_pwlu_units, load_state_dict
+from .state_dict import find_pwlu_units, load_state_dict, unreadable_checkpoint
 
 __all__ = [
     "TORCHVISION_CONFIG",
@@ -34,4 +34,5 @@ __all__ = [
     "pwlu_state_keys",
     "save_d2_pkl",
     "torchvision_to_d2_key",
+    "unreadable_checkpoint",
 ]

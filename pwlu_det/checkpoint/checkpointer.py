@@ -16,7 +16,7 @@ from torch import nn
 from pwlu_det.utils.file_io import atomic_write
 
 from .loading import check_checkpoint_complete, check_checkpoint_fits, check_same_activation
-from .state_dict import find_pwlu_units
+from .state_dict import find_pwlu_units, unreadable_checkpoint
 
 __all__ = ["AtomicDetectionCheckpointer"]
 
@@ -42,6 +42,9 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     ``torch.save`` leaves a truncated ``.pth``, and one while tagging leaves an empty
     ``last_checkpoint`` that ``--resume`` then trips over. Here both are written atomically
     (local folders only; other ``save_dir`` URIs use Detectron2's writer).
+
+    Reading: a file that is not a checkpoint, or a damaged one, raises a ``ValueError`` that
+    says so (:func:`pwlu_det.checkpoint.unreadable_checkpoint`), not the unpickler's error.
 
     Loading: Detectron2 skips tensors whose shape differs from the model's, and loads nothing
     from an unrelated file, with only warnings in the log. With ``strict`` (the default) such a
@@ -92,7 +95,13 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename: str) -> dict[str, Any]:
         self._loading = filename
-        return super()._load_file(filename)
+        try:
+            return super()._load_file(filename)
+        except Exception as error:
+            damaged = unreadable_checkpoint(filename, error)
+            if damaged is None:
+                raise
+            raise damaged from error
 
     def _load_model(self, checkpoint: dict[str, Any]):
         if self.strict:

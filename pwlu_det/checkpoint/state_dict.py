@@ -14,11 +14,43 @@ from torch import nn
 
 from pwlu_det.layers import STATE_NAMES
 
-__all__ = ["find_pwlu_units", "load_state_dict"]
+__all__ = ["find_pwlu_units", "load_state_dict", "unreadable_checkpoint"]
 
 _V = TypeVar("_V")
 _WRAPPERS = ("model", "state_dict")  # Detectron2 and torchvision checkpoints; other trainers
 _PREFIX = "module."  # saved from DataParallel / DistributedDataParallel
+# torch.load(weights_only=True) refusing an object (a file that is readable, but not only tensors)
+_REFUSED_OBJECT = "Unsupported global"
+# torch.load(weights_only=True) wraps the unpickler's own error between these
+_WEIGHTS_ONLY_ERROR = ("WeightsUnpickler error:", "Check the documentation of torch.load")
+
+
+def unreadable_checkpoint(path: str | os.PathLike, error: Exception) -> ValueError | None:
+    """The error to raise when reading the checkpoint file ``path`` raised ``error``.
+
+    A file of random bytes, an empty or truncated file, or one that is no pickle at all makes
+    ``torch.load`` and ``pickle.load`` raise whatever the unpickler trips over
+    (``UnpicklingError``, ``IndexError``, ``EOFError``, a zip-reader ``RuntimeError``, ...).
+
+    Args:
+        path: the file.
+        error: what reading it raised.
+
+    Returns:
+        ``ValueError("<path> is not a PyTorch checkpoint (or is damaged): <the error>")``, or
+        None when ``error`` is about the file itself (``OSError``: missing, a folder, no
+        permission) or about objects that ``torch.load(..., weights_only=True)`` refuses to
+        create (the file was read: it is not damaged).
+    """
+    if isinstance(error, OSError) or _REFUSED_OBJECT in str(error):
+        return None
+    detail = str(error)
+    start, end = _WEIGHTS_ONLY_ERROR
+    if start in detail:
+        detail = detail.split(start, 1)[1].split(end, 1)[0]
+    detail = " ".join(detail.split())
+    what = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+    return ValueError(f"{os.fspath(path)} is not a PyTorch checkpoint (or is damaged): {what}")
 
 
 def load_state_dict(
@@ -39,7 +71,8 @@ def load_state_dict(
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the file holds objects other than tensors and plain containers, or no dict.
+        ValueError: the file is not a PyTorch checkpoint or is damaged (e.g. truncated), holds
+            objects other than tensors and plain containers, or holds no dict.
     """
     where = "the state dict"
     if isinstance(source, nn.Module):
@@ -51,7 +84,12 @@ def load_state_dict(
             raise FileNotFoundError(f"checkpoint not found: {path}")
         try:
             source = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
+        except Exception as exc:
+            damaged = unreadable_checkpoint(path, exc)
+            if damaged is not None:
+                raise damaged from exc
+            if not isinstance(exc, pickle.UnpicklingError):
+                raise
             raise ValueError(
                 f"{path} holds objects other than tensors and plain containers; load it yourself "
                 "(torch.load(..., weights_only=False) if you trust it) and pass the state dict: "
