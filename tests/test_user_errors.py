@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from tool_runs import (
     SHAPES_LAZY,
     SHAPES_SWISH,
     SHAPES_YAML,
+    TIMEOUT_S,
     TINY_TRAINING,
     assert_refused,
     folder_state,
@@ -184,3 +187,41 @@ def test_a_file_that_is_not_a_checkpoint_is_named_as_such(not_checkpoints, tmp_p
     args = [arg.format(weights=weights, out=tmp_path / "out") for arg in LOADING_TOOLS[tool]]
     result = run_tool(*args)
     assert_refused(result, f"{weights} is not a PyTorch checkpoint (or is damaged): ")
+
+
+# --- start-up noise ----------------------------------------------------------------------------
+
+JIT_SCRIPT_WARNING = "`torch.jit.script` is deprecated"
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [
+        "train_net.py",
+        "lazyconfig_train_net.py",
+        "export_model.py",
+        "plot_activations.py",
+        "convert_torchvision_to_d2.py",
+        "compare_activations.py",
+        "benchmark_export.py",
+        "demo.py",
+    ],
+)
+def test_tools_start_without_the_import_time_jit_script_warnings(tool):
+    result = run_tool(tool, "--help")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Warning" not in result.stdout, result.stdout[:3000]
+
+
+def test_a_jit_script_call_of_ones_own_still_warns(tmp_path):
+    script = tmp_path / "script_one.py"
+    script.write_text(
+        "import torch\n\nimport pwlu_det  # noqa: F401\n\n\n"
+        "def add_one(x: torch.Tensor) -> torch.Tensor:\n    return x + 1\n\n\n"
+        "torch.jit.script(add_one)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count(JIT_SCRIPT_WARNING) == 1, result.stderr

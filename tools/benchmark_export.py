@@ -31,7 +31,6 @@ from collections.abc import Callable
 
 import onnxruntime
 import torch
-from detectron2.modeling import GeneralizedRCNN, build_model
 
 from pwlu_det.config import load_pwlu_config
 from pwlu_det.data import make_synthetic_batch
@@ -45,6 +44,9 @@ ACTIVATIONS = ("Swish", "ReLU", "PWLU")
 def build(config_file: str, activation: str, opts: list[str]) -> torch.nn.Module:
     """The model of ``config_file`` with ``activation``, random weights (seed 0), keeping
     every detection (score thresholds 0)."""
+    # Detectron2 after pwlu_det, whose import of it leaves out the torch.jit.script warnings.
+    from detectron2.modeling import build_model
+
     cfg = load_pwlu_config(
         config_file,
         [
@@ -65,6 +67,8 @@ def build(config_file: str, activation: str, opts: list[str]) -> torch.nn.Module
 
 def eager_inference(model: torch.nn.Module, image: torch.Tensor) -> object:
     """What the exported model computes, in PyTorch (R-CNN: without resizing the outputs)."""
+    from detectron2.modeling import GeneralizedRCNN
+
     if isinstance(model, GeneralizedRCNN):
         return model.inference([{"image": image}], do_postprocess=False)
     return model([{"image": image}])
