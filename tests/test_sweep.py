@@ -133,11 +133,18 @@ def test_tie_seeds_go_to_the_two_best_points_of_close_configs_only(monkeypatch, 
 @pytest.mark.slow
 def test_a_tiny_sweep_end_to_end(subprocess_datasets, tmp_path):  # noqa: F811
     opts = TINY_OPTS  # evaluated on a tiny tuning split of their own, not shapes_val
-    points = parse_grid(["SOLVER.BASE_LR=0.01,0.02"])
-    rows = run_sweep([RELU_CONFIG], points, [0], str(tmp_path), opts, progress=lambda _: None)
+    points = parse_grid(["SOLVER.BASE_LR=0.01,0.02,1e30"])
+    lines = []
+    rows = run_sweep([RELU_CONFIG], points, [0], str(tmp_path), opts, progress=lines.append)
     assert [r["point"] for r in rows] == [p.label for p in points]
-    assert all(r["bbox_AP"] is not None for r in rows)
-    assert len({r["output_dir"] for r in rows}) == 2
+    assert len({r["output_dir"] for r in rows}) == 3
+    # A point whose loss diverges is a result (no AP), not the end of the sweep.
+    assert all(r["bbox_AP"] is not None and r["diverged"] is None for r in rows[:2])
+    assert rows[2]["bbox_AP"] is None and "NaN" in rows[2]["diverged"]
+    assert any("diverged" in line for line in lines)
+    assert best_points(rows)["mask_rcnn_R_18_FPN_relu"] != "SOLVER.BASE_LR=1e30"
+    md = Path(write_sweep_reports(rows, str(tmp_path), "cmd")["md"]).read_text()
+    assert "diverged (n=1)" in md
     # Again: every run is reused, none retrained.
     again = run_sweep([RELU_CONFIG], points, [0], str(tmp_path), opts, progress=lambda _: None)
     assert [r["bbox_AP"] for r in again] == [r["bbox_AP"] for r in rows]

@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 RUN_RESULT = "compare_result.json"
 #: The run's own console output (train_net's log is ``log.txt`` beside it).
 RUN_CONSOLE = "compare_console.txt"
+#: How Detectron2 stops a diverging run: a FloatingPointError ("Loss became infinite or NaN",
+#: "Predicted boxes or scores contain Inf/NaN. Training has diverged.").
+_DIVERGED = "FloatingPointError: "
 #: Columns of ``results.csv``, in order.
 CSV_COLUMNS = (
     "config",
@@ -66,6 +69,7 @@ CSV_COLUMNS = (
     "realign_max_function_jump",
     "realign_fallback_units",
     "overrides",
+    "diverged",
     "config_sha",
     "output_dir",
     *MACHINE_KEYS,
@@ -124,11 +128,30 @@ def plan_runs(config_files: Sequence[str], seeds: Sequence[int], work_dir: str) 
     ]
 
 
-def _record(output_dir: str, seconds: float) -> None:
-    """Write :data:`RUN_RESULT` from train_net's :data:`FINAL_RESULTS` and the wall time."""
-    with open(os.path.join(output_dir, FINAL_RESULTS)) as f:
-        final = json.load(f)
-    payload = {"results": final["results"], "seconds": seconds, "machine": machine_info()}
+def _divergence(output_dir: str) -> str | None:
+    """Detectron2's message if the run in ``output_dir`` stopped because its loss diverged."""
+    console = os.path.join(output_dir, RUN_CONSOLE)
+    if not os.path.isfile(console):
+        return None
+    with open(console, errors="replace") as f:
+        lines = [line.strip() for line in f if _DIVERGED in line]
+    return lines[-1].split(_DIVERGED, 1)[1] if lines else None
+
+
+def _record(output_dir: str, seconds: float, diverged: str | None = None) -> None:
+    """Write :data:`RUN_RESULT` from train_net's :data:`FINAL_RESULTS` (none for a run that
+    diverged: then no AP, and the divergence message) and the wall time."""
+    if diverged is None:
+        with open(os.path.join(output_dir, FINAL_RESULTS)) as f:
+            results = json.load(f)["results"]
+    else:
+        results = {}
+    payload = {
+        "results": results,
+        "seconds": seconds,
+        "machine": machine_info(),
+        "diverged": diverged,
+    }
     path = os.path.join(output_dir, RUN_RESULT)
     atomic_write(path, lambda f: f.write(json.dumps(payload, indent=1).encode()))
 
@@ -225,6 +248,7 @@ def _row(spec: RunSpec, opts: Sequence[str], resumed: bool) -> dict:
             row[f"{task}_{key}"] = None if value is None else round(float(value), 3)
     row.update(_realign_record(spec.output_dir))
     row.update(stored.get("machine", {}))
+    row["diverged"] = stored.get("diverged")
     return row
 
 
@@ -301,14 +325,17 @@ def compare_activations(
         os.makedirs(spec.output_dir, exist_ok=True)
         with open(os.path.join(spec.output_dir, RUN_CONSOLE), "ab") as console:
             code = subprocess.call(command, stdout=console, stderr=subprocess.STDOUT)
-        if code != 0:
+        seconds = time.perf_counter() - start
+        diverged = _divergence(spec.output_dir) if code != 0 else None
+        if code != 0 and diverged is None:
             raise RuntimeError(
                 f"compare: {head} failed (exit code {code}); its output is in "
                 f"{os.path.join(spec.output_dir, RUN_CONSOLE)}"
             )
-        seconds = time.perf_counter() - start
+        if diverged is not None:
+            progress(f"{head}: diverged ({diverged}); recorded without AP")
         if machine_rank == 0:
-            _record(spec.output_dir, seconds)
+            _record(spec.output_dir, seconds, diverged)
         minutes.append(seconds / 60)
         if machine_rank != 0:  # the reports are machine 0's
             continue

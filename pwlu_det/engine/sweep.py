@@ -49,6 +49,7 @@ SWEEP_COLUMNS = (
     "bbox_AP",
     "segm_AP",
     "minutes",
+    "diverged",
     "config_sha",
     "output_dir",
     *MACHINE_KEYS,
@@ -151,6 +152,7 @@ def _point_stats(rows: Sequence[dict]) -> dict[tuple[str, str], dict]:
             "segm": mean_std(mask) if mask else (math.nan, math.nan),
             "seeds": sorted(r["seed"] for r in group),
             "activation": group[0]["activation"],
+            "diverged": sum(bool(r.get("diverged")) for r in group),
         }
     return stats
 
@@ -269,6 +271,12 @@ def _markdown(rows: Sequence[dict], command: str) -> str:
             box = f"{s['bbox_mean']:.2f}" + (
                 "" if math.isnan(s["bbox_std"]) else f" ± {s['bbox_std']:.2f}"
             )
+            if s["diverged"]:
+                box = (
+                    f"{box}, {s['diverged']} diverged"
+                    if not math.isnan(s["bbox_mean"])
+                    else ("diverged")
+                )
             cell = f"{box} (n={len(s['seeds'])})"
             line.append(f"**{cell}**" if best[config] == point else cell)
         table.append(line)
