@@ -17,11 +17,14 @@ test: setup
 demo: setup
 	$(VENV_PY) tools/demo.py
 
-# PWLU, Swish and ReLU demo models x seeds 0-2 (runs in output/compare_shapes, resumable);
-# the tables and plot go to benchmarks/results/shapes.
+# The Shapes activation comparison with equal tuning: every config at base LR 0.02, 0.04 and
+# 0.08 on shapes_tune, then each at its best LR x seeds 0-2 on shapes_val. Runs go to
+# benchmarks/results/shapes/runs and resume; their small records are committed, so that the
+# comparison continues across sessions. The tables and plot go to benchmarks/results/shapes.
+COMPARE_GRID ?= SOLVER.BASE_LR=0.02,0.04,0.08
 compare: setup
-	$(VENV_PY) tools/compare_activations.py --work-dir output/compare_shapes \
-		--results-dir benchmarks/results/shapes
+	$(VENV_PY) tools/compare_activations.py --grid $(COMPARE_GRID) \
+		--work-dir benchmarks/results/shapes/runs --results-dir benchmarks/results/shapes
 
 # On a GPU machine: tests/cuda on the GPU and the GPU benchmark (under 8 minutes), log in
 # $(GPU_CHECK_DIR)/gpu-check.log. Plain `python` with torch and Triton only: no .venv, no C++
