@@ -39,6 +39,7 @@ __all__ = [
     "mean_std",
     "plan_runs",
     "write_reports",
+    "write_rows_csv",
 ]
 
 logger = logging.getLogger(__name__)
@@ -524,6 +525,16 @@ def _plot(rows: Sequence[dict], path: str) -> None:
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
+def write_rows_csv(rows: Sequence[dict], columns: Sequence[str], path: str) -> None:
+    """Write ``rows`` as CSV with ``columns`` (others ignored), output folders relative."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "output_dir": os.path.relpath(row["output_dir"])})
+    atomic_write(path, lambda f: f.write(text.getvalue().encode()))
+
+
 def write_reports(rows: Sequence[dict], results_dir: str, command: str) -> dict[str, str]:
     """Write ``results.csv``, ``results.md`` and ``results.png`` into ``results_dir``.
 
@@ -532,12 +543,7 @@ def write_reports(rows: Sequence[dict], results_dir: str, command: str) -> dict[
     """
     os.makedirs(results_dir, exist_ok=True)
     paths = {ext: os.path.join(results_dir, f"results.{ext}") for ext in ("csv", "md", "png")}
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({**row, "output_dir": os.path.relpath(row["output_dir"])})
-    atomic_write(paths["csv"], lambda f: f.write(text.getvalue().encode()))
+    write_rows_csv(rows, CSV_COLUMNS, paths["csv"])
     atomic_write(paths["md"], lambda f: f.write(_markdown(rows, command).encode()))
     _plot(rows, paths["png"])
     return paths

@@ -12,8 +12,6 @@ Run folders: ``<work_dir>/sweep/<point>/<config stem>/seed<k>``.
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import math
 import os
@@ -23,7 +21,7 @@ from dataclasses import dataclass
 from pwlu_det.utils.file_io import atomic_write
 from pwlu_det.utils.machine import MACHINE_KEYS, describe_machine
 
-from .compare import compare_activations, mean_std
+from .compare import compare_activations, mean_std, write_rows_csv
 
 __all__ = [
     "HELD_OUT_TEST_SETS",
@@ -304,11 +302,6 @@ def write_sweep_reports(rows: Sequence[dict], results_dir: str, command: str) ->
     """
     os.makedirs(results_dir, exist_ok=True)
     paths = {ext: os.path.join(results_dir, f"sweep.{ext}") for ext in ("csv", "md")}
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=SWEEP_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({**row, "output_dir": os.path.relpath(row["output_dir"])})
-    atomic_write(paths["csv"], lambda f: f.write(text.getvalue().encode()))
+    write_rows_csv(rows, SWEEP_COLUMNS, paths["csv"])
     atomic_write(paths["md"], lambda f: f.write(_markdown(rows, command).encode()))
     return paths
