@@ -10,13 +10,13 @@ from torch import nn
 
 from pwlu_det.config import load_pwlu_config
 from pwlu_det.data import make_synthetic_batch
-from pwlu_det.layers import PWLU
+from pwlu_det.layers import ACTIVATION_LAYERS, PWLU
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 ALL_CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if not p.name.startswith("Base-"))
 MASK_RCNN = CONFIG_DIR / "COCO-InstanceSegmentation" / "mask_rcnn_R_50_FPN_1x_pwlu.yaml"
 RETINANET = CONFIG_DIR / "COCO-Detection" / "retinanet_R_50_FPN_1x_pwlu.yaml"
-ACTIVATION_TYPES = {"PWLU": PWLU, "Swish": nn.SiLU, "ReLU": nn.ReLU}
+ACTIVATION_TYPES = dict(ACTIVATION_LAYERS)  # PWLU, Swish (= SiLU), ReLU and the learned ones
 
 
 def load_cfg(path, *opts):
@@ -35,16 +35,15 @@ def test_config_inventory():
     ):
         for act in ("pwlu", "swish", "relu"):
             assert f"{folder}/{arch}_R_50_FPN_1x_{act}.yaml" in names
-    assert {"Shapes/mask_rcnn_R_18_FPN_pwlu.yaml", "Shapes/mask_rcnn_R_18_FPN_swish.yaml"} <= names
+    shapes = ("pwlu", "pwlu_frozen", "swish", "relu", "prelu", "aconc", "frelu", "pau")
+    assert {f"Shapes/mask_rcnn_R_18_FPN_{act}.yaml" for act in shapes} <= names
 
 
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_every_config_parses_and_builds(path):
     cfg = load_cfg(path)
     model = build_model(cfg)
-    expected = ACTIVATION_TYPES[
-        {"SiLU": "Swish"}.get(cfg.MODEL.ACTIVATION.NAME, cfg.MODEL.ACTIVATION.NAME)
-    ]
+    expected = ACTIVATION_TYPES[cfg.MODEL.ACTIVATION.NAME]
     assert count(model, expected) > 0
     others = [t for t in set(ACTIVATION_TYPES.values()) if t is not expected]
     assert all(count(model, t) == 0 for t in others), "scope 'all': one activation everywhere"

@@ -6,16 +6,22 @@ from __future__ import annotations
 
 from torch import nn
 
+from .learned_activations import ACONC, PAU, ActivationSite, FReLU, LearnedActivation, PReLU
 from .pwlu_module import PWLU
 
 __all__ = ["ACTIVATION_LAYERS", "create_activation", "get_activation_layer"]
 
-#: ``MODEL.ACTIVATION.NAME`` -> the module class. "Swish" and "SiLU" are the same function.
+#: ``MODEL.ACTIVATION.NAME`` -> the module class. "Swish" and "SiLU" are the same function;
+#: PReLU, ACON-C, FReLU and PAU are the learned baselines (:mod:`.learned_activations`).
 ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {
     "PWLU": PWLU,
     "Swish": nn.SiLU,
     "SiLU": nn.SiLU,
     "ReLU": nn.ReLU,
+    "PReLU": PReLU,
+    "ACON-C": ACONC,
+    "FReLU": FReLU,
+    "PAU": PAU,
 }
 
 
@@ -35,15 +41,21 @@ def create_activation(
     num_channels: int | None,
     channel_dim: int = 1,
     inplace: bool = True,
+    norm: nn.Module | None = None,
+    spatial: bool = True,
     **pwlu_kwargs,
 ) -> nn.Module:
     """A new activation module of the class registered as ``name``.
 
     Args:
         name: a key of :data:`ACTIVATION_LAYERS`.
-        num_channels: a PWLU's channels (None: one layer-wise unit); unused by the others.
-        channel_dim: a PWLU's channel dimension.
-        inplace: whether ReLU and SiLU may overwrite their input; a PWLU never does.
+        num_channels: the channels of a PWLU or a learned activation (None: one set of
+            parameters for the layer); unused by ReLU and SiLU.
+        channel_dim: their channel dimension.
+        inplace: whether ReLU and SiLU may overwrite their input; the others never do.
+        norm: the site's normalisation layer, or None (only FReLU uses it).
+        spatial: whether the site's input has a spatial extent (only FReLU uses it; see
+            :class:`ActivationSite`).
         pwlu_kwargs: further :class:`PWLU` arguments.
 
     Raises:
@@ -52,4 +64,6 @@ def create_activation(
     layer = get_activation_layer(name)
     if issubclass(layer, PWLU):
         return layer(num_channels, channel_dim=channel_dim, **pwlu_kwargs)
+    if issubclass(layer, LearnedActivation):
+        return layer.from_site(ActivationSite(num_channels, channel_dim, norm, spatial))
     return layer(inplace=inplace)

@@ -1,7 +1,9 @@
-"""One activation factory for every model part: PWLU, Swish (SiLU) or ReLU, chosen by config.
+"""One activation factory for every model part: PWLU, Swish (SiLU), ReLU or a learned baseline
+(PReLU, ACON-C, FReLU, PAU), chosen by config.
 
 The backbone and head code asks a factory for "an activation for C channels" wherever
-Detectron2 puts a ReLU; the config alone decides which one, so the PWLU, Swish and ReLU models
+Detectron2 puts a ReLU, and tells it what the site has: the norm before it (FReLU copies it)
+and whether its input is a vector. The config alone decides which activation, so the models
 differ only in their activations.
 """
 
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from detectron2.config import CfgNode
 from torch import nn
 
-from pwlu_det.layers import create_activation, get_activation_layer
+from pwlu_det.layers import PWLU, create_activation, get_activation_layer
 
 __all__ = ["RELU", "ActivationFactory", "HeadActivationMixin", "activation_factory"]
 
@@ -22,29 +24,42 @@ class ActivationFactory:
 
     Args:
         name: a key of :data:`pwlu_det.layers.ACTIVATION_LAYERS`: ``"PWLU"``, ``"Swish"``
-            (= ``"SiLU"``) or ``"ReLU"``.
+            (= ``"SiLU"``), ``"ReLU"``, ``"PReLU"``, ``"ACON-C"``, ``"FReLU"`` or ``"PAU"``.
         pwlu_kwargs: keyword arguments of :class:`PWLU` besides ``num_channels``; with
             ``channel_wise=False`` in them removed and turned into layer-wise units.
-        channel_wise: PWLU granularity (one unit per channel, or one per layer).
+        channel_wise: PWLU granularity (one unit per channel, or one per layer). The learned
+            baselines have theirs fixed: PReLU, ACON-C and FReLU per channel, PAU per layer.
     """
 
     def __init__(self, name: str = "ReLU", channel_wise: bool = True, **pwlu_kwargs):
-        get_activation_layer(name)  # an unknown name fails here, not at the first layer
+        # an unknown name fails here, not at the first layer
+        self.layer_wise_pwlu = not channel_wise and issubclass(get_activation_layer(name), PWLU)
         self.name = name
-        self.channel_wise = channel_wise
         self.pwlu_kwargs = pwlu_kwargs
 
-    def __call__(self, num_channels: int, channel_dim: int = 1, inplace: bool = True) -> nn.Module:
+    def __call__(
+        self,
+        num_channels: int,
+        channel_dim: int = 1,
+        inplace: bool = True,
+        norm: nn.Module | None = None,
+        spatial: bool = True,
+    ) -> nn.Module:
         """A new activation module for inputs with ``num_channels`` channels in ``channel_dim``.
 
         ``inplace``: ReLU and Swish may overwrite their input (as Detectron2's ``F.relu_``);
-        pass False where the caller still uses the input afterwards. A PWLU never does.
+        pass False where the caller still uses the input afterwards. The others never do.
+        ``norm``: the site's normalisation layer before the activation (None: it has none).
+        ``spatial``: False where the input is a vector ``(N, C)`` or an ``(N, C, 1, 1)`` map.
+        Only FReLU uses ``norm`` and ``spatial`` (:meth:`pwlu_det.layers.FReLU.from_site`).
         """
         return create_activation(
             self.name,
-            num_channels if self.channel_wise else None,
+            None if self.layer_wise_pwlu else num_channels,
             channel_dim=channel_dim,
             inplace=inplace,
+            norm=norm,
+            spatial=spatial,
             **self.pwlu_kwargs,
         )
 

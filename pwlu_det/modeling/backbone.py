@@ -67,20 +67,14 @@ class ActBottleneckBlock(BottleneckBlock):
         return self.act3(out + shortcut)
 
 
-# Detectron2 class -> (our subclass, [(activation name, channels of its input)])
-_CONVERSIONS: dict[type, tuple[type, Callable[[nn.Module], list[tuple[str, int]]]]] = {
-    BasicStem: (ActBasicStem, lambda m: [("act", m.out_channels)]),
-    BasicBlock: (
-        ActBasicBlock,
-        lambda m: [("act1", m.conv1.out_channels), ("act2", m.out_channels)],
-    ),
+# Detectron2 class -> (our subclass, [(activation name, the conv whose output it sees)]): the
+# activation gets that conv's channels and norm.
+_CONVERSIONS: dict[type, tuple[type, tuple[tuple[str, str], ...]]] = {
+    BasicStem: (ActBasicStem, (("act", "conv1"),)),
+    BasicBlock: (ActBasicBlock, (("act1", "conv1"), ("act2", "conv2"))),
     BottleneckBlock: (
         ActBottleneckBlock,
-        lambda m: [
-            ("act1", m.conv1.out_channels),
-            ("act2", m.conv2.out_channels),
-            ("act3", m.out_channels),
-        ],
+        (("act1", "conv1"), ("act2", "conv2"), ("act3", "conv3")),
     ),
 }
 
@@ -97,8 +91,11 @@ def set_activation(block: nn.Module, name: str, activation: nn.Module) -> None:
     block.add_module(name, activation)
 
 
-def add_activations(resnet: ResNet, make_activation: Callable[[int], nn.Module]) -> ResNet:
+def add_activations(resnet: ResNet, make_activation: Callable[..., nn.Module]) -> ResNet:
     """Give every stem/block of a Detectron2 ResNet its activation modules, in place.
+
+    Each is ``make_activation(channels, norm=norm)`` with the channels and norm of the conv
+    before it (for ``act2``/``act3``, the residual branch's last conv).
 
     Blocks frozen by ``FREEZE_AT`` get frozen activations (a frozen PWLU stays exactly ReLU).
 
@@ -112,8 +109,9 @@ def add_activations(resnet: ResNet, make_activation: Callable[[int], nn.Module])
                 "(deformable convolutions need Detectron2's C++ extension and are not supported)"
             )
         subclass, activations = _CONVERSIONS[type(block)]
-        for name, channels in activations(block):
-            set_activation(block, name, make_activation(channels))
+        for name, conv_name in activations:
+            conv = getattr(block, conv_name)
+            set_activation(block, name, make_activation(conv.out_channels, norm=conv.norm))
         block.__class__ = subclass
     return resnet
 
@@ -126,7 +124,7 @@ class ActResNet(ResNet):
     classes above, exactly as :func:`build_act_resnet_backbone` makes them.
     """
 
-    def __init__(self, stem, stages, *, activation: Callable[[int], nn.Module], **kwargs):
+    def __init__(self, stem, stages, *, activation: Callable[..., nn.Module], **kwargs):
         super().__init__(stem, stages, **kwargs)  # freezes FREEZE_AT stages first
         add_activations(self, activation)
 
@@ -141,7 +139,8 @@ def build_act_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
 
 class ActLastLevelP6P7(LastLevelP6P7):
     """RetinaNet's P6/P7 block with ``self.act = activation(out_channels)`` on P6 (Detectron2
-    applies ReLU). It is built not to work in place: P6 itself is one of the outputs.
+    applies ReLU; P6 has no norm). It is built not to work in place: P6 itself is one of the
+    outputs.
     """
 
     def __init__(

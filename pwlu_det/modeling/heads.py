@@ -23,41 +23,44 @@ from .activation import RELU, HeadActivationMixin
 
 __all__ = ["ActFastRCNNConvFCHead", "ActMaskRCNNConvUpsampleHead", "ActRPNHead"]
 
-Factory = Callable[[int], nn.Module]
+Factory = Callable[..., nn.Module]
 
 
 @RPN_HEAD_REGISTRY.register()
 class ActRPNHead(HeadActivationMixin, StandardRPNHead):
-    """StandardRPNHead with the configured activation after its shared 3x3 conv(s)."""
+    """StandardRPNHead with the configured activation after its shared 3x3 conv(s) (no norm)."""
 
     @configurable
     def __init__(self, *, activation: Factory = RELU, **kwargs):
         super().__init__(**kwargs)
         convs = [self.conv] if not isinstance(self.conv, nn.Sequential) else list(self.conv)
         for conv in convs:
-            conv.activation = activation(conv.out_channels)
+            conv.activation = activation(conv.out_channels, norm=conv.norm)
 
 
 @ROI_BOX_HEAD_REGISTRY.register()
 class ActFastRCNNConvFCHead(HeadActivationMixin, FastRCNNConvFCHead):
-    """FastRCNNConvFCHead with the configured activation after every conv and fc."""
+    """FastRCNNConvFCHead with the configured activation after every conv and fc (a vector
+    input, ``spatial=False``, without norm)."""
 
     @configurable
     def __init__(self, input_shape, *, activation: Factory = RELU, **kwargs):
         super().__init__(input_shape, **kwargs)
         for conv in self.conv_norm_relus:
-            conv.activation = activation(conv.out_channels)
+            conv.activation = activation(conv.out_channels, norm=conv.norm)
         for k, fc in enumerate(self.fcs):
-            self.add_module(f"fc_relu{k + 1}", activation(fc.out_features))  # same slot
+            act = activation(fc.out_features, spatial=False)
+            self.add_module(f"fc_relu{k + 1}", act)  # same slot
 
 
 @ROI_MASK_HEAD_REGISTRY.register()
 class ActMaskRCNNConvUpsampleHead(HeadActivationMixin, MaskRCNNConvUpsampleHead):
-    """MaskRCNNConvUpsampleHead with the configured activation after every conv and the deconv."""
+    """MaskRCNNConvUpsampleHead with the configured activation after every conv and the deconv
+    (which has no norm)."""
 
     @configurable
     def __init__(self, input_shape, *, activation: Factory = RELU, **kwargs):
         super().__init__(input_shape, **kwargs)
         for conv in self.conv_norm_relus:
-            conv.activation = activation(conv.out_channels)
+            conv.activation = activation(conv.out_channels, norm=conv.norm)
         self.add_module("deconv_relu", activation(self.deconv.out_channels))  # same slot

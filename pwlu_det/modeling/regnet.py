@@ -2,9 +2,10 @@
 
 Detectron2's ``RegNet`` builds every activation as ``activation_class()``, with no channel count,
 so a channel-wise PWLU cannot be made there. :class:`ActRegNet` lets Detectron2 build the RegNet
-as usual, then replaces each activation module by ``activation(channels)``, where ``channels``
-is the output width of the convolution before it. The modules keep their names, and RegNet's
-``forward`` calls them by name, so no ``forward`` is overridden.
+as usual, then replaces each activation module by ``activation(channels, norm=norm)``, where
+``channels`` is the output width of the convolution before it and ``norm`` its norm. The
+modules keep their names, and RegNet's ``forward`` calls them by name, so no ``forward`` is
+overridden.
 
 The squeeze-and-excitation (SE) modules of RegNetY keep Detectron2's ReLU by default
 (``se_activation=False``). That ReLU acts on a globally pooled vector, with one value per
@@ -35,26 +36,29 @@ from .backbone import set_activation
 
 __all__ = ["ActRegNet", "add_regnet_activations"]
 
-# Detectron2 RegNet module -> [(its activation's name, the submodule whose output it sees)]
-_ACTIVATIONS: dict[type, list[tuple[str, str]]] = {
-    ResStem: [("af", "conv")],
-    SimpleStem: [("af", "conv")],
-    VanillaBlock: [("a_af", "a"), ("b_af", "b")],
-    BasicTransform: [("a_af", "a")],
-    ResBasicBlock: [("af", "f.b")],
-    BottleneckTransform: [("a_af", "a"), ("b_af", "b")],
-    ResBottleneckBlock: [("af", "f.c")],
+# Detectron2 RegNet module -> [(its activation's name, the conv whose output it sees, its norm)]
+_ACTIVATIONS: dict[type, list[tuple[str, str, str]]] = {
+    ResStem: [("af", "conv", "bn")],
+    SimpleStem: [("af", "conv", "bn")],
+    VanillaBlock: [("a_af", "a", "a_bn"), ("b_af", "b", "b_bn")],
+    BasicTransform: [("a_af", "a", "a_bn")],
+    ResBasicBlock: [("af", "f.b", "f.b_bn")],
+    BottleneckTransform: [("a_af", "a", "a_bn"), ("b_af", "b", "b_bn")],
+    ResBottleneckBlock: [("af", "f.c", "f.c_bn")],
 }
 
 
 def add_regnet_activations(
-    regnet: RegNet, make_activation: Callable[[int], nn.Module], se_activation: bool = False
+    regnet: RegNet, make_activation: Callable[..., nn.Module], se_activation: bool = False
 ) -> RegNet:
-    """Replace the activations of a Detectron2 RegNet by ``make_activation(channels)``, in place.
+    """Replace the activations of a Detectron2 RegNet by ``make_activation(channels, ...)``, in
+    place.
 
     Args:
         regnet: a Detectron2 ``RegNet`` (or ``AnyNet``) built with its default activation.
-        make_activation: the factory, called with the channel count of each activation's input.
+        make_activation: the factory, called with the channel count of each activation's input
+            and the norm before it (``spatial=False`` and no norm in the SE modules, whose input
+            is pooled to 1x1).
         se_activation: also replace the activation inside the SE modules (see the module
             docstring for why the default keeps Detectron2's ReLU there).
 
@@ -65,12 +69,13 @@ def add_regnet_activations(
         if isinstance(module, SE):
             if se_activation:
                 channels = module.f_ex[0].out_channels
-                set_activation(module.f_ex, "1", make_activation(channels))
+                set_activation(module.f_ex, "1", make_activation(channels, spatial=False))
             continue
         if type(module) in _ACTIVATIONS:
-            for name, source in _ACTIVATIONS[type(module)]:
+            for name, source, norm in _ACTIVATIONS[type(module)]:
                 channels = module.get_submodule(source).out_channels
-                set_activation(module, name, make_activation(channels))
+                activation = make_activation(channels, norm=module.get_submodule(norm))
+                set_activation(module, name, activation)
         elif hasattr(module, "af") or hasattr(module, "a_af"):
             raise NotImplementedError(
                 f"{type(module).__name__}: a RegNet module type without a known activation "
@@ -89,7 +94,7 @@ class ActRegNet(RegNet):
     def __init__(
         self,
         *args,
-        activation: Callable[[int], nn.Module],
+        activation: Callable[..., nn.Module],
         se_activation: bool = False,
         **kwargs,
     ):

@@ -20,18 +20,21 @@ __all__ = ["ActRetinaNet", "ActRetinaNetHead"]
 
 
 class ActRetinaNetHead(HeadActivationMixin, RetinaNetHead):
-    """RetinaNetHead with the configured activation after each conv of both subnets."""
+    """RetinaNetHead with the configured activation after each conv (and its norm, if
+    ``MODEL.RETINANET.NORM`` is set) of both subnets."""
 
     @configurable
-    def __init__(self, *, activation: Callable[[int], nn.Module] = RELU, **kwargs):
+    def __init__(self, *, activation: Callable[..., nn.Module] = RELU, **kwargs):
         super().__init__(**kwargs)
         for subnet in (self.cls_subnet, self.bbox_subnet):
-            channels = None
+            channels, norm = None, None
             for index, module in enumerate(subnet):
                 if isinstance(module, nn.Conv2d):
-                    channels = module.out_channels
+                    channels, norm = module.out_channels, None
                 elif isinstance(module, nn.ReLU):
-                    subnet[index] = activation(channels)
+                    subnet[index] = activation(channels, norm=norm)
+                else:  # the subnet is [conv, norm, ReLU] * N, or [conv, ReLU] * N
+                    norm = module
 
 
 @META_ARCH_REGISTRY.register()
