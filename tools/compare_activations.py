@@ -3,15 +3,16 @@
 
 Examples::
 
-    # the embedded default (``make compare``): Shapes PWLU, Swish and ReLU x 3 seeds
-    tools/compare_activations.py --results-dir benchmarks/results/shapes
+    # Shapes PWLU, Swish and ReLU x 3 seeds, every one at its config's base LR
+    tools/compare_activations.py --results-dir out/ \
+        --config-file configs/Shapes/mask_rcnn_R_18_FPN_{pwlu,swish,relu}.yaml
     # COCO on 8 GPUs (set DETECTRON2_DATASETS first)
     tools/compare_activations.py --num-gpus 8 --work-dir output/compare_coco \\
         --config-file configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x_{pwlu,swish,relu}.yaml
 
-    # equal tuning: every config at 3 base LRs on shapes_tune (seed 0, and seed 1 for the two
-    # best LRs of a config when they are within 2 box AP), then each at its best LR, 3 seeds,
-    # on its own test set (shapes_val)
+    # the embedded default (``make compare``), all 8 Shapes rows with equal tuning: every config
+    # at 3 base LRs on shapes_tune (seed 0, and seed 1 for the two best LRs of a config when
+    # they are within 2 box AP), then each at its best LR, 3 seeds, on shapes_val
     tools/compare_activations.py --grid SOLVER.BASE_LR=0.02,0.04,0.08 --results-dir out/
 
 Every run trains into ``<work-dir>/<config name>/seed<k>`` (sweep runs into
@@ -30,8 +31,11 @@ import sys
 from pwlu_det.engine.compare import compare_activations, write_reports
 from pwlu_det.engine.sweep import parse_grid, run_best_points, run_sweep, write_sweep_reports
 
+#: The embedded comparison's rows: the fixed baselines, the learned activations the paper
+#: compared with (and ACON-C), PWLU frozen at its realigned Swish start (the ablation), PWLU.
 SHAPES_CONFIGS = [
-    f"configs/Shapes/mask_rcnn_R_18_FPN_{name}.yaml" for name in ("pwlu", "swish", "relu")
+    f"configs/Shapes/mask_rcnn_R_18_FPN_{name}.yaml"
+    for name in ("relu", "swish", "prelu", "aconc", "frelu", "pau", "pwlu_frozen", "pwlu")
 ]
 
 
