@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from pwlu_det.layers import ACTIVATION_LAYERS, INIT_SHAPES, REALIGN_MODES
+from pwlu_det.utils.user_errors import USAGE, user_errors
 
 SCOPES = ("backbone", "all")
 
@@ -121,11 +123,20 @@ def load_pwlu_config(config_file: str, opts: list | None = None) -> CN:
     """Detectron2's defaults plus the pwlu_det keys, merged with ``config_file`` and ``opts``
     (``KEY VALUE ...`` overrides), then validated.
 
+    Errors in the file or the overrides are usage errors of the tools
+    (:mod:`pwlu_det.utils.user_errors`).
+
     Raises:
-        ValueError: an invalid ``MODEL.PWLU`` / ``MODEL.ACTIVATION`` value.
+        AssertionError: the file does not exist, an override key does not exist, or the
+            overrides are not pairs (yacs).
+        KeyError: a key of the file does not exist.
+        ValueError: a value of the wrong type, or an invalid ``MODEL.PWLU`` /
+            ``MODEL.ACTIVATION`` value.
+        yaml.YAMLError: the file is not valid YAML.
     """
     cfg = default_pwlu_config()
-    cfg.merge_from_file(str(config_file))
-    cfg.merge_from_list(list(opts or []))
-    validate_pwlu_config(cfg)
+    with user_errors(AssertionError, KeyError, ValueError, yaml.YAMLError, status=USAGE):
+        cfg.merge_from_file(str(config_file))
+        cfg.merge_from_list(list(opts or []))
+        validate_pwlu_config(cfg)
     return cfg

@@ -218,7 +218,9 @@ def test_cli_prints_the_output_and_the_layer_count(tmp_path, checkpoint, capsys)
     assert str(output) in printed and "2 of 3 PWLU layers" in printed
     with Image.open(output) as image:
         assert image.format == "PNG"
-    assert main(["--checkpoint", str(tmp_path / "nope.pth"), "--output", str(output)]) == 1
+    with pytest.raises(SystemExit) as exit_status:
+        main(["--checkpoint", str(tmp_path / "nope.pth"), "--output", str(output)])
+    assert exit_status.value.code == 1
     assert "nope.pth" in capsys.readouterr().err
 
 

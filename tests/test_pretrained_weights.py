@@ -312,11 +312,13 @@ def test_eval_only_loads_strictly(tmp_path, monkeypatch):
     cfg.merge_from_file(str(CONFIGS / "mask_rcnn_R_50_FPN_1x_pwlu.yaml"))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", weights, *R18])
     cfg.OUTPUT_DIR = str(tmp_path / "eval")
-    monkeypatch.setattr(cli, "setup", lambda args: cfg)
+    cfg.DATASETS.TEST = ()  # no COCO files here
+    monkeypatch.setattr(cli, "load_config", lambda args: cfg)
     monkeypatch.setattr(cli.PWLUTrainer, "test", classmethod(lambda *a: pytest.fail("evaluated")))
 
     with pytest.raises(ValueError, match="other.pkl does not fit the model"):
         cli.main(argparse.Namespace(eval_only=True, resume=False))
+    assert not (tmp_path / "eval").exists()  # refused before anything was written
 
 
 def test_export_and_eval_need_a_complete_checkpoint(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """User errors as a user meets them: each tool runs as a subprocess, from the repository root,
-and is refused with a message that says what is wrong, without touching its output folder."""
+and is refused with one line that says what is wrong (exit status 2 for the command line and
+the config, 1 otherwise, no traceback), before it builds a model or writes anything."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ from tool_runs import (
     TINY_TRAINING,
     assert_refused,
     folder_state,
+    last_line,
     run_tool,
 )
+
+from pwlu_det.utils.user_errors import USAGE, exit_on_user_error, user_errors
 
 SHAPES_YAML_PATH = str(ROOT / SHAPES_YAML)
 
@@ -106,7 +110,7 @@ def test_eval_only_refuses_a_checkpoint_of_another_activation(
         tmp_path / "eval",
     )
     assert_refused(result, str(weights), *words)
-    assert "Start inference" not in result.stdout
+    assert not (tmp_path / "eval").exists()  # refused before anything was written
 
 
 def test_lazy_eval_only_refuses_a_checkpoint_without_pwlu_units(checkpoints, tmp_path):
@@ -120,7 +124,7 @@ def test_lazy_eval_only_refuses_a_checkpoint_without_pwlu_units(checkpoints, tmp
         f"train.output_dir={tmp_path / 'eval'}",
     )
     assert_refused(result, str(weights), "has no PWLU units")
-    assert "Start inference" not in result.stdout
+    assert not (tmp_path / "eval").exists()
 
 
 @pytest.mark.parametrize("config, activation, words", OTHER_ACTIVATION)
@@ -225,3 +229,121 @@ def test_a_jit_script_call_of_ones_own_still_warns(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count(JIT_SCRIPT_WARNING) == 1, result.stderr
+
+
+# --- one line for user errors, before any work ----------------------------------------------
+
+
+def _train_net(output: Path, *opts: object, config: str = SHAPES_YAML, eval_only: bool = False):
+    flags = ["--eval-only"] if eval_only else []
+    return ["train_net.py", "--config-file", config, *flags, "OUTPUT_DIR", output, *opts]
+
+
+#: (arguments with {out}: a new folder, exit status, words of the last line)
+USER_ERRORS = {
+    "config file missing": (
+        ["train_net.py", "--config-file", "configs/nope.yaml", "OUTPUT_DIR", "{out}"],
+        2,
+        ["configs/nope.yaml", "does not exist"],
+    ),
+    "unknown key": (_train_net("{out}", "MODEL.NOPE", "1"), 2, ["Non-existent key: MODEL.NOPE"]),
+    "bad value": (_train_net("{out}", "SOLVER.MAX_ITER", "ten"), 2, ["SOLVER.MAX_ITER"]),
+    "invalid PWLU value": (
+        _train_net("{out}", "MODEL.PWLU.NUM_INTERVALS", "0"),
+        2,
+        ["MODEL.PWLU.NUM_INTERVALS = 0 is invalid"],
+    ),
+    "unknown dataset": (
+        _train_net("{out}", "DATASETS.TRAIN", "('shapes_trian',)"),
+        2,
+        ["dataset 'shapes_trian' is not registered", "shapes_train"],
+    ),
+    "checkpoint missing": (
+        _train_net("{out}", "MODEL.WEIGHTS", "{out}.pth", eval_only=True),
+        1,
+        ["checkpoint not found: {out}.pth (MODEL.WEIGHTS)"],
+    ),
+    "lazy config missing": (
+        ["lazyconfig_train_net.py", "--config-file", "configs/nope.py"],
+        2,
+        ["config file not found: configs/nope.py"],
+    ),
+    "lazy override": (
+        ["lazyconfig_train_net.py", "--config-file", SHAPES_LAZY, "train.max_iter"],
+        2,
+        ["Error parsing override 'train.max_iter'"],
+    ),
+    "export request": (
+        ["export_model.py", "--config-file", SHAPES_YAML, "--output", "{out}"]
+        + ["--format", "onnx", "--export-method", "scripting", "MODEL.WEIGHTS", "{out}.pth"],
+        2,
+        ["ONNX export works by tracing"],
+    ),
+    "export without weights": (
+        ["export_model.py", "--config-file", SHAPES_YAML, "--output", "{out}"],
+        2,
+        ["set MODEL.WEIGHTS"],
+    ),
+    "export checkpoint missing": (
+        ["export_model.py", "--config-file", SHAPES_YAML, "--output", "{out}"]
+        + ["MODEL.WEIGHTS", "{out}.pth"],
+        1,
+        ["checkpoint not found: {out}.pth"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", USER_ERRORS)
+def test_a_user_error_is_one_line_before_any_work(tmp_path, case):
+    args, status, words = USER_ERRORS[case]
+    out = tmp_path / "out"
+    result = run_tool(*(str(arg).format(out=out) for arg in args))
+    assert_refused(result, *(word.format(out=out) for word in words), status=status)
+    assert len(result.stdout.strip().splitlines()) <= 2, result.stdout[-3000:]  # + the args
+    assert not out.exists()
+
+
+def test_missing_coco_files_are_reported_before_the_shapes_data_is_generated(tmp_path):
+    # The shapes config trained on COCO still tests on shapes_val: that split was generated
+    # (19 MB) into an empty DETECTRON2_DATASETS before the missing COCO files were reported.
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    out = tmp_path / "out"
+    result = run_tool(
+        *_train_net(out, "DATASETS.TRAIN", "('coco_2017_train',)"),
+        env={"DETECTRON2_DATASETS": str(datasets)},
+    )
+    assert_refused(result, "dataset 'coco_2017_train': missing", "Download COCO 2017")
+    assert list(datasets.iterdir()) == []
+    assert not out.exists()
+
+
+def test_debug_shows_the_traceback_of_a_user_error():
+    args = ["--config-file", SHAPES_YAML, "MODEL.NOPE", "1"]
+    assert_refused(run_tool("train_net.py", *args), "MODEL.NOPE", status=2)
+    for result in (
+        run_tool("train_net.py", "--debug", *args),
+        run_tool("train_net.py", *args, env={"PWLU_DET_DEBUG": "1"}),
+    ):
+        assert result.returncode == 1, result.stdout[-3000:]
+        assert "Traceback" in result.stdout
+        assert last_line(result.stdout) == "AssertionError: Non-existent key: MODEL.NOPE"
+
+
+def test_only_marked_errors_are_user_errors(capsys):
+    def bug():
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):  # not marked: the traceback stays
+        exit_on_user_error(bug)
+
+    def refused():
+        with user_errors(FileNotFoundError, status=USAGE):
+            raise FileNotFoundError("no such thing:\n  here")
+
+    with pytest.raises(SystemExit) as exit_status:
+        exit_on_user_error(refused, prog="tool")
+    assert exit_status.value.code == USAGE
+    assert capsys.readouterr().err == "tool: error: no such thing: here\n"
+    with pytest.raises(FileNotFoundError):
+        exit_on_user_error(refused, debug=True)

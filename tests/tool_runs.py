@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pwlu_det.utils.user_errors import DEBUG_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES_YAML = "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.yaml"
 SHAPES_SWISH = "configs/Shapes/mask_rcnn_R_18_FPN_swish.yaml"
@@ -30,14 +32,23 @@ TINY_TRAINING = [
 ]
 
 
-def run_tool(tool: str, *args: object, umask: int = -1) -> subprocess.CompletedProcess:
+def run_tool(
+    tool: str, *args: object, umask: int = -1, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess:
     """``tools/<tool> args`` run as a user runs it, stdout and stderr together in ``.stdout``.
 
     Args:
         tool: the script's file name under tools/.
         args: its command line (``str()`` of each).
         umask: the process umask (-1: the caller's).
+        env: environment variables to set (or, with value None, to remove) for it.
     """
+    environment = {k: v for k, v in os.environ.items() if k != DEBUG_ENV}
+    for key, value in (env or {}).items():
+        if value is None:
+            environment.pop(key, None)
+        else:
+            environment[key] = value
     return subprocess.run(
         [sys.executable, str(ROOT / "tools" / tool), *map(str, args)],
         cwd=ROOT,
@@ -46,6 +57,7 @@ def run_tool(tool: str, *args: object, umask: int = -1) -> subprocess.CompletedP
         text=True,
         timeout=TIMEOUT_S,
         umask=umask,
+        env=environment,
     )
 
 
@@ -54,12 +66,16 @@ def last_line(output: str) -> str:
     return lines[-1] if lines else ""
 
 
-def assert_refused(result: subprocess.CompletedProcess, *words: str) -> str:
-    """The tool failed, and the last line of its output says so with ``words``; returns it."""
+def assert_refused(result: subprocess.CompletedProcess, *words: str, status: int = 1) -> str:
+    """The tool refused as a user error: exit ``status``, no traceback, and the output's last
+    line is its one-line message ``<tool>: error: ...`` with ``words``; returns that line."""
     line = last_line(result.stdout)
-    assert result.returncode != 0, result.stdout[-3000:]
+    shown = result.stdout[-3000:]
+    assert result.returncode == status, shown
+    assert "Traceback" not in result.stdout, shown
+    assert ": error: " in line, shown
     for word in words:
-        assert word in line, f"{word!r} not in the last line {line!r}:\n{result.stdout[-3000:]}"
+        assert word in line, f"{word!r} not in the last line {line!r}:\n{shown}"
     return line
 
 

@@ -19,12 +19,14 @@ from pwlu_det.checkpoint import (
     load_state_dict,
     save_d2_pkl,
 )
+from pwlu_det.utils.user_errors import add_debug_argument, exit_on_user_error, user_errors
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", help="torchvision ResNet .pth (a state dict)")
     parser.add_argument("output", help="Detectron2 weights file to write (.pkl)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -32,10 +34,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(
             f"{args.output}: the output must end with .pkl (Detectron2 reads by extension)"
         )
-    try:
+    exit_on_user_error(lambda: convert(args), debug=args.debug)
+
+
+def convert(args: argparse.Namespace) -> None:
+    """Convert ``args.input`` to ``args.output`` and print the options to use it with."""
+    with user_errors(FileNotFoundError, ValueError):  # missing, damaged, not a ResNet
         weights = convert_torchvision_resnet(load_state_dict(args.input))
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from error
     save_d2_pkl(weights, args.output)
     pairs = zip(TORCHVISION_CONFIG[::2], TORCHVISION_CONFIG[1::2], strict=True)
     print(f"Use it with MODEL.WEIGHTS {args.output} and:")

@@ -17,13 +17,20 @@ before ``torch.jit.load``, and it runs on CPU only.
 """
 
 import argparse
+import os
 import sys
 
 import cv2
 import torch
 
 from pwlu_det.data import ensure_shapes_dataset
-from pwlu_det.export import ExportMismatchError, export_model, load_model_for_export
+from pwlu_det.export import (
+    ExportMismatchError,
+    check_export_request,
+    export_model,
+    load_model_for_export,
+)
+from pwlu_det.utils.user_errors import USAGE, UserError, add_debug_argument, exit_on_user_error
 
 
 def sample_image(path: str | None) -> torch.Tensor:
@@ -32,11 +39,11 @@ def sample_image(path: str | None) -> torch.Tensor:
         path = str(sorted(folder.iterdir())[0])
     image = cv2.imread(path, cv2.IMREAD_COLOR)  # BGR, as Detectron2 models expect by default
     if image is None:
-        raise SystemExit(f"cannot read the sample image {path}")
+        raise UserError(f"cannot read the sample image {path}", USAGE)
     return torch.as_tensor(image.transpose(2, 0, 1).copy())
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
@@ -49,8 +56,17 @@ def main() -> int:
     )
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--sample-image", default=None, help="image file used for the check")
+    add_debug_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    return exit_on_user_error(lambda: export(args), debug=args.debug)
+
+
+def export(args: argparse.Namespace) -> int:
+    """Check the request, load the model, export it and compare; returns the exit status."""
+    check_export_request(args.format, args.export_method, args.pwlu_op)
+    if args.sample_image is not None and not os.path.isfile(args.sample_image):
+        raise UserError(f"sample image not found: {args.sample_image}", USAGE)
     model, _ = load_model_for_export(args.config_file, args.opts)
     try:
         result = export_model(

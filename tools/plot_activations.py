@@ -17,6 +17,7 @@ import logging
 import sys
 
 from pwlu_det.utils import plot_pwlu_activations
+from pwlu_det.utils.user_errors import add_debug_argument, exit_on_user_error, user_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,13 +28,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--columns", type=int, default=4, help="panels per row (default 4)")
     parser.add_argument("--dpi", type=float, default=110, help="resolution (default 110)")
     parser.add_argument("--residual", action="store_true", help="plot f(x) - ReLU(x)")
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    return exit_on_user_error(lambda: plot(args), debug=args.debug)
+
+
+def plot(args: argparse.Namespace) -> int:
+    """Plot as ``args`` say and print what was written; returns the exit status."""
+    # a checkpoint that is missing, damaged or without PWLU units, or a bad option
+    with user_errors(FileNotFoundError, ValueError):
         result = plot_pwlu_activations(
             args.checkpoint,
             args.output,
@@ -42,9 +50,6 @@ def main(argv: list[str] | None = None) -> int:
             dpi=args.dpi,
             residual=args.residual,
         )
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     width, height = result.size_px
     print(
         f"Wrote {result.path} ({width}x{height} px): {result.layers_plotted} of "

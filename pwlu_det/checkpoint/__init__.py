@@ -1,7 +1,7 @@
 """Checkpoints: the atomic and strict checkpointer, reading state dicts, torchvision -> Detectron2
 conversion and strict checkpoint checks."""
 
-from .checkpointer import AtomicDetectionCheckpointer
+from .checkpointer import AtomicDetectionCheckpointer, check_checkpoint_exists
 from .convert import (
     TORCHVISION_CONFIG,
     convert_torchvision_resnet,
@@ -24,6 +24,7 @@ __all__ = [
     "AtomicDetectionCheckpointer",
     "ShapeMismatch",
     "check_checkpoint_complete",
+    "check_checkpoint_exists",
     "check_checkpoint_fits",
     "check_same_activation",
     "convert_torchvision_resnet",

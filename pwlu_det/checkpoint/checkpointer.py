@@ -14,11 +14,28 @@ from fvcore.common.checkpoint import _strip_prefix_if_present
 from torch import nn
 
 from pwlu_det.utils.file_io import atomic_write
+from pwlu_det.utils.user_errors import user_errors
 
 from .loading import check_checkpoint_complete, check_checkpoint_fits, check_same_activation
 from .state_dict import find_pwlu_units, unreadable_checkpoint
 
-__all__ = ["AtomicDetectionCheckpointer"]
+__all__ = ["AtomicDetectionCheckpointer", "check_checkpoint_exists"]
+
+
+def check_checkpoint_exists(path: str, setting: str = "") -> None:
+    """Raise if ``path``, a local checkpoint (not a URL that Detectron2 resolves), is missing.
+
+    Args:
+        path: the checkpoint; "" (no checkpoint) passes.
+        setting: the config key that gave it, named in the message.
+
+    Raises:
+        FileNotFoundError: (a user error) naming ``path``.
+    """
+    if path and "://" not in path and not os.path.isfile(path):
+        given = f" ({setting})" if setting else ""
+        with user_errors(FileNotFoundError):
+            raise FileNotFoundError(f"checkpoint not found: {path}{given}")
 
 
 def _unused_counters(model: nn.Module) -> set[str]:
@@ -82,12 +99,19 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     def load(self, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """As ``DetectionCheckpointer.load``, with a fresh per-load state even after a refusal.
 
+        A missing local file raises ``FileNotFoundError`` (Detectron2: an ``AssertionError``);
+        that and the ``ValueError`` of a checkpoint that cannot be used are user errors
+        (:mod:`pwlu_det.utils.user_errors`).
+
         Detectron2 main keeps the URL being loaded in ``_parsed_url_during_load`` and asserts
         that it is empty at the start of the next ``load()``; a refused (raising) load left it
         set, so the checkpointer could not be used again.
         """
         try:
-            return super().load(path, *args, **kwargs)
+            # what is wrong with the file (missing, damaged, does not fit) is the user's
+            with user_errors(ValueError, FileNotFoundError):
+                check_checkpoint_exists(path)
+                return super().load(path, *args, **kwargs)
         finally:
             self._loading = "the checkpoint"
             if hasattr(self, "_parsed_url_during_load"):  # Detectron2 main

@@ -11,6 +11,8 @@ from pathlib import Path
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
+from pwlu_det.utils.user_errors import USAGE, user_errors
+
 from .shapes import (
     SHAPE_CLASSES,
     SHAPES_SPLITS,
@@ -153,15 +155,20 @@ def check_dataset_files(dataset_names: str | Iterable[str]) -> None:
 
     Raises:
         DatasetNotRegisteredError: (a ``KeyError``) for a name not in ``DatasetCatalog``; the
-            message lists registered names that look like it and how to register one.
+            message lists registered names that look like it and how to register one (a usage
+            error of the tools).
         FileNotFoundError: naming each dataset with missing paths, the paths, and how to
-            prepare the data (COCO 2017 layout, or ``tools/prepare_shapes.py`` for shapes).
+            prepare the data (COCO 2017 layout, or ``tools/prepare_shapes.py`` for shapes) (a
+            user error of the tools).
     """
     names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
     registered = DatasetCatalog.list()
     for name in names:
         if name not in registered:
-            raise DatasetNotRegisteredError(_unknown_name_message(name, sorted(registered)))
+            with user_errors(DatasetNotRegisteredError, status=USAGE):  # a name in the config
+                # the shapes splits are suggested even before they are registered
+                known = sorted({*registered, *SHAPES_SPLITS})
+                raise DatasetNotRegisteredError(_unknown_name_message(name, known))
     problems, hints = [], []
     for name in names:
         metadata = MetadataCatalog.get(name)
@@ -180,4 +187,5 @@ def check_dataset_files(dataset_names: str | Iterable[str]) -> None:
             if hint not in hints:
                 hints.append(hint)
     if problems:
-        raise FileNotFoundError("\n".join(problems + hints))
+        with user_errors(FileNotFoundError):
+            raise FileNotFoundError("\n".join(problems + hints))

@@ -13,13 +13,16 @@ Detectron2's own ``tools/lazyconfig_train_net.py`` (``do_train``, ``do_test``), 
 - ``--eval-only`` loads strictly and completely; COCO evaluation uses Detectron2's fast C++
   evaluation where ``detectron2._C`` is built, pycocotools otherwise;
 - the shapes dataset is registered (and generated once) when the config names a split;
-- ``--num-gpus N`` on a CPU-only machine trains in N gloo processes.
+- ``--num-gpus N`` on a CPU-only machine trains in N gloo processes;
+- user errors (config, overrides, datasets, checkpoint, output folder) end the command with one
+  line, exit status 2 (config) or 1, before any work; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from detectron2.config import LazyConfig, instantiate
@@ -33,30 +36,56 @@ from detectron2.engine import (
 )
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from pwlu_det.checkpoint import AtomicDetectionCheckpointer
 from pwlu_det.lazy import lazy_target, pwlu_cfg, pwlu_options
+from pwlu_det.utils.user_errors import USAGE, add_debug_argument, user_errors
 
 from .cli import (
+    check_before_work,
     launch_from_command_line,
     prepare_datasets,
-    refuse_to_overwrite,
     write_final_results,
 )
 from .optimizer import keep_bounds_apart, pwlu_param_overrides
 from .trainer import add_pwlu_hooks, create_ddp_model_cpu_aware, fast_coco_eval_available
 
-__all__ = ["argument_parser", "do_test", "do_train", "main", "run", "setup"]
+__all__ = [
+    "argument_parser",
+    "check_command_line",
+    "do_test",
+    "do_train",
+    "load_config",
+    "main",
+    "run",
+    "setup",
+]
 
 logger = logging.getLogger(__name__)
 
+# What loading a lazy config and its overrides raises for a bad file, key or value.
+_CONFIG_ERRORS = (
+    FileNotFoundError,
+    SyntaxError,
+    KeyError,
+    ValueError,
+    AssertionError,
+    HydraException,
+    OmegaConfBaseException,
+)
+
 
 def argument_parser() -> argparse.ArgumentParser:
-    """Detectron2's argument parser (``opts`` are LazyConfig overrides, ``key=value``)."""
-    return default_argument_parser(
-        epilog="Example: tools/lazyconfig_train_net.py --config-file "
-        "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.py train.output_dir=output/lazy_shapes"
+    """Detectron2's argument parser (``opts`` are LazyConfig overrides, ``key=value``), plus
+    ``--debug`` (tracebacks of user errors)."""
+    return add_debug_argument(
+        default_argument_parser(
+            epilog="Example: tools/lazyconfig_train_net.py --config-file "
+            "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.py train.output_dir=output/lazy_shapes"
+        )
     )
 
 
@@ -65,9 +94,49 @@ def _dataset_names(node) -> list[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
+def load_config(args: argparse.Namespace) -> DictConfig:
+    """The lazy config of ``args`` with its overrides, and its ``pwlu`` node validated.
+
+    Raises:
+        FileNotFoundError, SyntaxError, KeyError, ValueError, AssertionError, HydraException,
+            OmegaConfBaseException: the file does not exist or does not load, or an override
+            or a ``pwlu`` value is bad (marked as usage errors, status 2).
+    """
+    with user_errors(*_CONFIG_ERRORS, status=USAGE):
+        if not os.path.isfile(args.config_file):
+            raise FileNotFoundError(f"config file not found: {args.config_file}")
+        cfg = LazyConfig.load(args.config_file)
+        cfg = LazyConfig.apply_overrides(cfg, args.opts)
+        if "pwlu" not in cfg:
+            cfg.pwlu = pwlu_options()
+        pwlu_cfg(cfg.pwlu)
+    return cfg
+
+
+def _check(cfg: DictConfig, args: argparse.Namespace) -> None:
+    datasets = _dataset_names(cfg.dataloader.test)
+    if not args.eval_only:
+        datasets = _dataset_names(cfg.dataloader.train) + datasets
+    check_before_work(
+        cfg.train.output_dir,
+        datasets,
+        cfg.train.init_checkpoint,
+        eval_only=args.eval_only,
+        resume=args.resume,
+        setting="train.output_dir",
+        weights_setting="train.init_checkpoint",
+    )
+
+
+def check_command_line(args: argparse.Namespace) -> None:
+    """:func:`load_config` and the checks before work (see
+    :func:`pwlu_det.engine.cli.check_before_work`), in the launching process."""
+    _check(load_config(args), args)
+
+
 def setup(args: argparse.Namespace) -> DictConfig:
-    """The lazy config of ``args`` with its overrides, its ``pwlu`` node validated, the
-    datasets registered and checked, and Detectron2's logging set up.
+    """The lazy config of ``args`` (:func:`load_config`), the checks that need no model, then
+    Detectron2's logging set up and the datasets registered and checked.
 
     A training run into a folder that holds one is refused (without ``--resume``) before
     anything is written there.
@@ -77,18 +146,17 @@ def setup(args: argparse.Namespace) -> DictConfig:
         FileExistsError: ``train.output_dir`` holds a training run and ``--resume`` was not given.
         FileNotFoundError: a dataset's files are missing.
     """
-    cfg = LazyConfig.load(args.config_file)
-    cfg = LazyConfig.apply_overrides(cfg, args.opts)
-    if "pwlu" not in cfg:
-        cfg.pwlu = pwlu_options()
-    pwlu_cfg(cfg.pwlu)
-    if not args.eval_only:
-        refuse_to_overwrite(cfg.train.output_dir, args.resume, setting="train.output_dir")
+    cfg = load_config(args)
+    _check(cfg, args)
+    _set_up(cfg, args)
+    return cfg
+
+
+def _set_up(cfg: DictConfig, args: argparse.Namespace) -> None:
     default_setup(cfg, args)
     prepare_datasets(
         _dataset_names(cfg.dataloader.train), _dataset_names(cfg.dataloader.test), args.eval_only
     )
-    return cfg
 
 
 def do_test(cfg: DictConfig, model) -> dict:
@@ -169,25 +237,30 @@ def do_train(cfg: DictConfig, resume: bool) -> dict:
 
 
 def main(args: argparse.Namespace) -> dict:
-    """Train (or with ``--eval-only`` evaluate) as ``args`` say; returns the results."""
-    cfg = setup(args)
-    if args.eval_only:
-        model = create_ddp_model_cpu_aware(_build_model(cfg))
-        # complete: a tensor missing from the checkpoint would be evaluated at random values
-        checkpointer = AtomicDetectionCheckpointer(
-            model, save_dir=cfg.train.output_dir, complete=True
-        )
-        checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
-        return do_test(cfg, model)
-    results = do_train(cfg, args.resume)
-    if comm.is_main_process():
-        write_final_results(cfg.train.output_dir, cfg.train.max_iter, results)
-    return results
+    """Train (or with ``--eval-only`` evaluate) as ``args`` say; returns the results.
+
+    With ``--eval-only`` the checkpoint is loaded (and refused if it does not fit) before
+    anything is written or generated.
+    """
+    if not args.eval_only:
+        cfg = setup(args)
+        results = do_train(cfg, args.resume)
+        if comm.is_main_process():
+            write_final_results(cfg.train.output_dir, cfg.train.max_iter, results)
+        return results
+    cfg = load_config(args)
+    _check(cfg, args)
+    model = create_ddp_model_cpu_aware(_build_model(cfg))
+    # complete: a tensor missing from the checkpoint would be evaluated at random values
+    checkpointer = AtomicDetectionCheckpointer(model, save_dir=cfg.train.output_dir, complete=True)
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    _set_up(cfg, args)
+    return do_test(cfg, model)
 
 
 def run(argv: list[str] | None = None) -> None:
     """``tools/lazyconfig_train_net.py``: :func:`main` from the command line."""
-    launch_from_command_line(main, argument_parser(), argv)
+    launch_from_command_line(main, argument_parser(), argv, check=check_command_line)
 
 
 if __name__ == "__main__":  # python -m pwlu_det.engine.lazy_cli

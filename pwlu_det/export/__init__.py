@@ -4,6 +4,7 @@ from .export import (
     EXPORT_FORMATS,
     ExportMismatchError,
     ExportResult,
+    check_export_request,
     export_model,
     load_model_for_export,
 )
@@ -12,6 +13,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "ExportMismatchError",
     "ExportResult",
+    "check_export_request",
     "export_model",
     "load_model_for_export",
 ]

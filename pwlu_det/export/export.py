@@ -33,10 +33,17 @@ from torch import nn
 from pwlu_det.layers import to_inference_form
 from pwlu_det.layers.deploy import DEPLOY_OPS
 from pwlu_det.utils.file_io import atomic_write
+from pwlu_det.utils.user_errors import USAGE, user_errors
 
 from .empty_rois import empty_safe_mask_head
 
-__all__ = ["EXPORT_FORMATS", "ExportMismatchError", "ExportResult", "export_model"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "ExportMismatchError",
+    "ExportResult",
+    "check_export_request",
+    "export_model",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +252,34 @@ def _export_scripted(model, image, path) -> tuple[dict[str, float], int]:
     return _compare("torchscript (scripting)", reference, actual), len(reference["scores"])
 
 
+def check_export_request(fmt: str, method: str, pwlu_op: str = "standard") -> None:
+    """Raise unless ``export_model`` can export in ``fmt`` by ``method`` with ``pwlu_op``.
+
+    Raises:
+        ValueError: (a usage error of the tools) an unknown format, method or PWLU op, ONNX
+            by scripting, or the fused op outside traced TorchScript.
+    """
+    with user_errors(ValueError, status=USAGE):
+        _check_request(fmt, method, pwlu_op)
+
+
+def _check_request(fmt: str, method: str, pwlu_op: str) -> None:
+    if fmt not in EXPORT_FORMATS or method not in EXPORT_METHODS:
+        raise ValueError(
+            f"export: format must be in {EXPORT_FORMATS} and method in "
+            f"{EXPORT_METHODS}, got {fmt!r}, {method!r}"
+        )
+    if fmt == "onnx" and method == "scripting":
+        raise ValueError("export: ONNX export works by tracing; use --export-method tracing")
+    if pwlu_op not in PWLU_OPS:
+        raise ValueError(f"export: pwlu_op must be one of {PWLU_OPS}, got {pwlu_op!r}")
+    if pwlu_op == "fused" and (fmt, method) != ("torchscript", "tracing"):
+        raise ValueError(
+            "export: the fused PWLU op exports to traced TorchScript only; ONNX and scripted "
+            "models use the standard-op form"
+        )
+
+
 def export_model(
     model: nn.Module,
     image: torch.Tensor,
@@ -271,20 +306,7 @@ def export_model(
             traced TorchScript.
         ExportMismatchError: the exported model does not reproduce the PyTorch outputs.
     """
-    if fmt not in EXPORT_FORMATS or method not in EXPORT_METHODS:
-        raise ValueError(
-            f"export: format must be in {EXPORT_FORMATS} and method in "
-            f"{EXPORT_METHODS}, got {fmt!r}, {method!r}"
-        )
-    if fmt == "onnx" and method == "scripting":
-        raise ValueError("export: ONNX export works by tracing; use --export-method tracing")
-    if pwlu_op not in PWLU_OPS:
-        raise ValueError(f"export: pwlu_op must be one of {PWLU_OPS}, got {pwlu_op!r}")
-    if pwlu_op == "fused" and (fmt, method) != ("torchscript", "tracing"):
-        raise ValueError(
-            "export: the fused PWLU op exports to traced TorchScript only; ONNX and scripted "
-            "models use the standard-op form"
-        )
+    check_export_request(fmt, method, pwlu_op)
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"export: image must be (3, H, W), got {tuple(image.shape)}")
     deployed = to_inference_form(model, pwlu_op).eval()
@@ -308,15 +330,18 @@ def load_model_for_export(
     Raises:
         ValueError: an invalid PWLU config value, ``MODEL.WEIGHTS`` is empty, or the checkpoint
             does not fit the model (the message lists the keys).
+        FileNotFoundError: the checkpoint does not exist.
     """
     from detectron2.modeling import build_model
 
-    from pwlu_det.checkpoint import AtomicDetectionCheckpointer
+    from pwlu_det.checkpoint import AtomicDetectionCheckpointer, check_checkpoint_exists
     from pwlu_det.config import load_pwlu_config
 
     cfg = load_pwlu_config(config_file, [*(opts or []), "MODEL.DEVICE", "cpu"])
     if not cfg.MODEL.WEIGHTS:
-        raise ValueError("export: set MODEL.WEIGHTS to the checkpoint to export")
+        with user_errors(ValueError, status=USAGE):
+            raise ValueError("export: set MODEL.WEIGHTS to the checkpoint to export")
+    check_checkpoint_exists(cfg.MODEL.WEIGHTS, "MODEL.WEIGHTS")  # before building the model
     model = build_model(cfg)
     AtomicDetectionCheckpointer(model, complete=True).load(cfg.MODEL.WEIGHTS)
     return model.eval(), cfg
