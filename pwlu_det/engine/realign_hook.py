@@ -77,8 +77,7 @@ class PWLURealignHook(HookBase):
                 module.start_statistics()
             if fresh:
                 logger.info(
-                    "PWLU Phase I: %d units collect statistics through iteration %d, "
-                    "then realign",
+                    "PWLU Phase I: %d units collect statistics through iteration %d, then realign",
                     len(fresh),
                     self._statistics_iters - 1,
                 )
