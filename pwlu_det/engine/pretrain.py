@@ -77,7 +77,12 @@ RESULT_FILE = "pretrain_result.json"
 
 @dataclass(frozen=True)
 class PretrainOptions:
-    """What a pretraining run does; the defaults are the documented run (15 min on 2 cores).
+    """What a pretraining run does; the defaults are the documented run.
+
+    They fit 15 minutes on 2 cores: 1500 iterations of 64 images of 64 px (4 epochs of 24,000
+    images) took 18.2 CPU-minutes on a Xeon (Sapphire Rapids, AVX-512; a shared, busy machine),
+    0.7 of them generating the data: an estimated 11 minutes on 2 idle cores. Held-out
+    accuracy: 15.9% top-1, 55.5% top-5 (80 classes).
 
     Attributes:
         config_file: the detection config whose ResNet (and input normalisation) is pretrained.
@@ -129,8 +134,8 @@ class ResNetClassifier(nn.Module):
         cfg.MODEL.RESNETS.NORM = "BN"  # trainable BatchNorm, as ImageNet backbones
         cfg.MODEL.BACKBONE.FREEZE_AT = 0
         cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
-        # channels-last: the images are (N, H, W, 3) already, and oneDNN's convolutions are
-        # faster so on CPU
+        # channels-last: the images come as (N, H, W, 3), and oneDNN's CPU convolutions are
+        # faster in that layout
         self.backbone = build_resnet_backbone(cfg, ShapeSpec(channels=3)).to(
             memory_format=torch.channels_last
         )
