@@ -80,9 +80,9 @@ class PretrainOptions:
     """What a pretraining run does; the defaults are the documented run.
 
     They fit 15 minutes on 2 cores: 1500 iterations of 64 images of 64 px (4 epochs of 24,000
-    images) took 18.2 CPU-minutes on a Xeon (Sapphire Rapids, AVX-512; a shared, busy machine),
-    0.7 of them generating the data: an estimated 11 minutes on 2 idle cores. Held-out
-    accuracy: 15.9% top-1, 55.5% top-5 (80 classes).
+    images) took 18.2 CPU-minutes on an AVX-512 Xeon (a shared, busy 2-core machine), 0.7 of
+    them generating the data: an estimated 11 minutes on 2 idle cores. Held-out accuracy:
+    15.9% top-1, 55.5% top-5 (80 classes).
 
     Attributes:
         config_file: the detection config whose ResNet (and input normalisation) is pretrained.
