@@ -13,6 +13,7 @@ Run folders: ``<work_dir>/sweep/<point>/<config stem>/seed<k>``.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -35,6 +36,8 @@ __all__ = [
     "run_sweep",
     "write_sweep_reports",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Test sets a sweep refuses: they are for the final comparison only.
 HELD_OUT_TEST_SETS = ("shapes_val",)
@@ -186,7 +189,7 @@ def run_sweep(
     opts: Sequence[str] = (),
     tie_seeds: Sequence[int] = (),
     tie_margin: float = 2.0,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = logger.info,
     **launch_kwargs,
 ) -> list[dict]:
     """Train every config at every grid point over ``seeds``, then ``tie_seeds`` for the two
@@ -230,7 +233,7 @@ def run_best_points(
     seeds: Sequence[int],
     work_dir: str,
     opts: Sequence[str] = (),
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = logger.info,
     **launch_kwargs,
 ) -> list[dict]:
     """The final comparison: each config at its best point (:func:`best_points` of
