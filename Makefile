@@ -31,8 +31,9 @@ compare: setup
 # build, no Detectron2, no pytest needed. Without a GPU: the CPU-side checks only, and says so.
 GPU_CHECK_PYTHON ?= python
 GPU_CHECK_DIR ?= output/gpu-check
+GPU_CHECK_ARGS ?=
 gpu-check:
-	$(GPU_CHECK_PYTHON) tools/gpu_check.py --out $(GPU_CHECK_DIR)
+	$(GPU_CHECK_PYTHON) tools/gpu_check.py --out $(GPU_CHECK_DIR) $(GPU_CHECK_ARGS)
 
 lint: setup
 	$(VENV_PY) -m ruff check .

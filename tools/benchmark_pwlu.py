@@ -264,17 +264,38 @@ def _graph_us(step: Callable[[], None], grads: list[torch.Tensor]) -> float | No
         return None
 
 
+# What the issue asks on the FPN's largest maps: half precisions and channels_last as well.
+EXTRA_VARIANTS = {
+    "P2 (2,256,200,336)": ("float16", "float32 channels_last", "bfloat16 channels_last"),
+    "P3 (2,256,100,168)": ("float16", "float32 channels_last", "bfloat16 channels_last"),
+}
+
+
+def _variants(shape_name: str, dtypes: list[str]) -> list[str]:
+    """``"<dtype>"`` or ``"<dtype> channels_last"`` variants to time on one shape."""
+    extra = [v for v in EXTRA_VARIANTS.get(shape_name, ()) if v not in dtypes]
+    return [*dtypes, *extra]
+
+
+def _cuda_input(shape: tuple[int, ...], variant: str, device: torch.device):
+    """x (requires grad) and grad_y for a variant such as ``"bfloat16 channels_last"``."""
+    dtype_name, _, layout = variant.partition(" ")
+    dtype = getattr(torch, dtype_name)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(shape, device=device).mul_(2).to(dtype=dtype, memory_format=fmt)
+    grad = torch.randn(shape, device=device).to(dtype=dtype, memory_format=fmt)
+    return x.requires_grad_(), grad
+
+
 def run_cuda(dtypes: list[str], graphs: bool) -> list[dict]:
-    """Time every op on every R50-FPN shape; one row per (shape, dtype, mode, op)."""
+    """Time every op on every R50-FPN shape; one row per (shape, variant, mode, op)."""
     import triton.testing
 
     device = torch.device("cuda", torch.cuda.current_device())
     rows = []
     for shape_name, shape in CUDA_SHAPES.items():
-        for dtype_name in dtypes:
-            dtype = getattr(torch, dtype_name)
-            x = torch.randn(shape, device=device).mul_(2).to(dtype).requires_grad_()
-            grad = torch.randn(shape, device=device).to(dtype)
+        for variant in _variants(shape_name, dtypes):
+            x, grad = _cuda_input(shape, variant, device)
             nbytes = x.numel() * x.element_size()
             for mode, traffic in _TRAFFIC.items():
                 for op, (fn, fn_params) in _cuda_ops(shape[1], device).items():
@@ -288,7 +309,7 @@ def run_cuda(dtypes: list[str], graphs: bool) -> list[dict]:
                     rows.append(
                         {
                             "shape": shape_name,
-                            "dtype": dtype_name,
+                            "dtype": variant,
                             "mode": mode,
                             "op": op,
                             "us": us,
@@ -298,6 +319,103 @@ def run_cuda(dtypes: list[str], graphs: bool) -> list[dict]:
                             "bytes": traffic * nbytes,
                         }
                     )
+    return rows
+
+
+def _compiled_kernels():
+    """``(kernel name, CompiledKernel)`` of every Triton kernel variant PWLU compiled so far."""
+    from pwlu_det.layers import pwlu_triton
+
+    for name in ("_pwlu_forward_kernel", "_pwlu_backward_kernel", "_pwlu_param_grad_kernel"):
+        jit = getattr(pwlu_triton, name)
+        for cache in getattr(jit, "device_caches", {}).values():
+            for part in cache if isinstance(cache, tuple) else (cache,):
+                if isinstance(part, dict):
+                    for kernel in part.values():
+                        if hasattr(kernel, "metadata"):
+                            yield name, kernel
+
+
+def kernel_resources() -> list[dict]:
+    """Registers, spills, shared memory and theoretical occupancy of each compiled variant.
+
+    Occupancy is resident warps per SM over the SM's maximum, from the three limits (registers,
+    shared memory, warps); it is what the resources allow, not a measured figure.
+    """
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    max_warps = props.max_threads_per_multi_processor // 32
+    regs_per_sm = getattr(props, "regs_per_multiprocessor", 65536)
+    smem_per_sm = getattr(props, "shared_memory_per_multiprocessor", 228 * 1024)
+    rows = []
+    for name, kernel in _compiled_kernels():
+        kernel._init_handles()
+        meta = kernel.metadata
+        warps = meta.num_warps
+        regs = kernel.n_regs
+        regs_per_warp = -(-regs * 32 // 256) * 256  # allocated in units of 256 per warp
+        limits = [max_warps // warps, 32]
+        if regs_per_warp:
+            limits.append(regs_per_sm // (regs_per_warp * warps))
+        if meta.shared:
+            limits.append(smem_per_sm // meta.shared)
+        blocks = max(min(limits), 0)
+        src = getattr(kernel, "src", None)
+        signature = getattr(src, "signature", {}) or {}
+        x_type = next((t for t in signature.values() if str(t).startswith("*")), "?")
+        arg_names = getattr(getattr(src, "fn", None), "arg_names", [])
+        constants = {}
+        for key, value in (getattr(src, "constants", {}) or {}).items():
+            index = key[0] if isinstance(key, tuple) and len(key) == 1 else None
+            if index is not None and index < len(arg_names) and arg_names[index].isupper():
+                constants[arg_names[index]] = value
+        rows.append(
+            {
+                "kernel": name,
+                "x": str(x_type),
+                "constexprs": constants,
+                "num_warps": warps,
+                "num_stages": getattr(meta, "num_stages", None),
+                "registers": regs,
+                "spills": kernel.n_spills,
+                "shared_bytes": meta.shared,
+                "occupancy": blocks * warps / max_warps,
+            }
+        )
+    return rows
+
+
+def print_kernel_resources(rows: list[dict]) -> None:
+    print("\ncompiled PWLU kernels: registers per thread, spills, shared memory, occupancy")
+    print(
+        f"{'kernel':<26}{'x':<7}{'warps':>6}{'regs':>6}{'spills':>7}{'smem B':>8}{'occ':>6}"
+        "  constexprs"
+    )
+    for r in rows:
+        consts = " ".join(f"{k}={v}" for k, v in r["constexprs"].items())
+        print(
+            f"{r['kernel']:<26}{r['x']:<7}{r['num_warps']:>6}{r['registers']:>6}"
+            f"{r['spills']:>7}{r['shared_bytes']:>8}{r['occupancy']:>6.2f}  {consts}"
+        )
+
+
+def run_compiled(shape_name: str, variant: str) -> list[dict]:
+    """Eager against ``torch.compile`` (Inductor) for SiLU and PWLU on one shape: forward+backward
+    microseconds. The PWLU op stays one opaque custom op inside the compiled graph."""
+    import triton.testing
+
+    device = torch.device("cuda", torch.cuda.current_device())
+    shape = CUDA_SHAPES[shape_name]
+    x, grad = _cuda_input(shape, variant, device)
+    channel = [p.detach().to(device).requires_grad_() for p in relu_like_params(shape[1])]
+    fns = {"SiLU": F.silu, "PWLU channel": lambda t: pwlu(t, *channel)}
+    rows = []
+    for op, fn in fns.items():
+        for how, f in (("eager", fn), ("compiled", torch.compile(fn, fullgraph=True))):
+            step = _step(f, x, grad, "forward+backward")
+            us = 1e3 * triton.testing.do_bench(
+                step, grad_to_none=[x, *channel], return_mode="median"
+            )
+            rows.append({"shape": shape_name, "dtype": variant, "op": op, "how": how, "us": us})
     return rows
 
 
@@ -329,6 +447,24 @@ def print_cuda(rows: list[dict]) -> None:
         )
 
 
+def print_targets(rows: list[dict]) -> None:
+    """The op issue's targets on P2/P3: forward >= 80% of copy bandwidth, forward+backward
+    <= 1.5x SiLU; one line per (shape, variant, PWLU kind)."""
+    by = {(r["shape"], r["dtype"], r["mode"], r["op"]): r for r in rows}
+    print("\ntargets on P2/P3: forward >= 0.80 of copy bandwidth, forward+backward <= 1.5x SiLU")
+    print(f"{'shape':<20}{'variant':<24}{'op':<14}{'fwd/copy bw':>12}{'fwd+bwd x SiLU':>16}")
+    for (shape, variant, mode, op), r in by.items():
+        if mode != "forward" or not op.startswith("PWLU") or not shape.startswith(("P2", "P3")):
+            continue
+        copy = by[(shape, variant, "forward", "copy")]
+        both = by[(shape, variant, "forward+backward", op)]
+        silu = by[(shape, variant, "forward+backward", "SiLU")]
+        print(
+            f"{shape:<20}{variant:<24}{op:<14}{r['gbps'] / copy['gbps']:>12.2f}"
+            f"{both['us'] / silu['us']:>16.2f}"
+        )
+
+
 def main_cuda(args: argparse.Namespace) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("--device cuda: no GPU found (torch.cuda.is_available() is False)")
@@ -340,11 +476,35 @@ def main_cuda(args: argparse.Namespace) -> None:
         f"python {sys.version.split()[0]}; N = 16, ReLU-shaped PWLU; medians of do_bench "
         "(L2 flushed); GB/s counts reads + writes; x copy = time / copy time for the same bytes"
     )
-    rows = run_cuda(args.dtypes, graphs=not args.no_graphs)
-    print_cuda(rows)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"device": props.name, "rows": rows}, indent=1))
+    report: dict = {"device": props.name, "torch": torch.__version__, "triton": triton.__version__}
+
+    def save() -> None:  # after each part, so that a run stopped at its limit keeps its data
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+
+    report["rows"] = run_cuda(args.dtypes, graphs=not args.no_graphs)
+    save()
+    print_cuda(report["rows"])
+    print_targets(report["rows"])
+    try:
+        report["kernels"] = kernel_resources()
+    except Exception as e:  # reported, not fatal, like the compile timing below
+        print(f"\nkernel resources unavailable: {type(e).__name__}: {str(e)[:400]}")
+    else:
+        print_kernel_resources(report["kernels"])
+    save()
+    if not args.no_compile:
+        try:
+            report["compiled"] = run_compiled("P3 (2,256,100,168)", "bfloat16")
+        except Exception as e:  # reported, not fatal: the op's timings above stand
+            print(f"\ntorch.compile timing failed: {type(e).__name__}: {str(e)[:400]}")
+            report["compiled"] = f"{type(e).__name__}: {e}"
+        else:
+            print("\ntorch.compile (Inductor, fullgraph) on P3 bfloat16, forward+backward, us")
+            for r in report["compiled"]:
+                print(f"{r['op']:<14}{r['how']:<10}{r['us']:>9.1f}")
+        save()
     print_projection("cuda", 200)
 
 
@@ -360,6 +520,9 @@ def main() -> None:
         "--dtypes", nargs="+", default=["float32", "bfloat16"], help="dtypes (CUDA)"
     )
     parser.add_argument("--no-graphs", action="store_true", help="skip CUDA-graph timings")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="skip the torch.compile timing (CUDA)"
+    )
     parser.add_argument("--json", help="also write the CUDA results to this JSON file")
     args = parser.parse_args()
     if args.device == "cuda":

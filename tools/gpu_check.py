@@ -7,11 +7,13 @@ Steps, each a child process with a time limit, its output copied to the log:
 2. CPU-side preparation: the 64-bit offset check of the kernels' TTIR
    (``tools/compile_triton_kernels.py --check-int64``) and the interpreter twins of the CUDA
    tests (``tools/run_cuda_tests.py --device interpreter``);
-3. with a GPU: ``tests/cuda`` on the GPU (``python -m pytest`` when pytest is installed, else
-   ``tools/run_cuda_tests.py --device cuda``, which runs the same test functions), then
-   ``tools/benchmark_pwlu.py --device cuda``.
+3. with a GPU: ``tests/cuda`` on the GPU (``tools/run_cuda_tests.py --device cuda``: the test
+   functions pytest runs, without needing pytest; verdicts in ``cuda-tests.json``), then
+   ``tools/benchmark_pwlu.py --device cuda`` (``benchmark.json``).
 
-Without a GPU it runs steps 1-2 and says so. It needs only ``python`` with torch and Triton:
+Without a GPU it runs steps 1-2 and says so. ``--gpu-only`` skips step 2 (it needs no GPU, so
+it is done before a lease, where device time is not spent on it). A summary goes to
+``gpu-check.json``. It needs only ``python`` with torch and Triton:
 no virtual environment, no C++ build, no Detectron2, no network. Exit status 1 if a step fails.
 
 Example::
@@ -22,10 +24,12 @@ Example::
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -57,17 +61,16 @@ def step(log: Log, name: str, cmd: list[str], timeout: int, env: dict | None = N
         stderr=subprocess.STDOUT,
         text=True,
     )
+    # A watchdog kills the step at its limit even when it prints nothing.
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
     try:
         for line in proc.stdout:
             log(line.rstrip("\n"))
-            if time.perf_counter() - start > timeout:
-                proc.kill()
-                log(f"--- {name}: killed after {timeout} s")
-                break
-        code = proc.wait(timeout=max(timeout - (time.perf_counter() - start), 1))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        code = -9
+        code = proc.wait()
+    finally:
+        watchdog.cancel()
+    if time.perf_counter() - start >= timeout:
         log(f"--- {name}: killed after {timeout} s")
     seconds = time.perf_counter() - start
     log(f"--- {name}: {'ok' if code == 0 else f'FAILED (exit {code})'} in {seconds:.0f} s")
@@ -77,11 +80,15 @@ def step(log: Log, name: str, cmd: list[str], timeout: int, env: dict | None = N
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="output/gpu-check", help="folder for the log and JSON")
+    parser.add_argument(
+        "--gpu-only", action="store_true", help="skip the CPU-side checks (run them beforehand)"
+    )
     args = parser.parse_args()
     out = (ROOT / args.out).resolve()
     log = Log(out / "gpu-check.log")
     python = sys.executable
     base_env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    base_env["PYTHONUNBUFFERED"] = "1"  # the log gets each line as it is printed
     started = time.perf_counter()
 
     log(f"gpu-check {time.strftime('%Y-%m-%d %H:%M:%S')}, python {sys.version.split()[0]}")
@@ -92,7 +99,6 @@ def main() -> int:
         log(f"torch and Triton are needed: {type(e).__name__}: {e}")
         return 1
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    have_pytest = importlib.util.find_spec("pytest") is not None
     log(f"torch {torch.__version__} (CUDA {torch.version.cuda}), triton {triton.__version__}")
     for i in range(gpus):
         props = torch.cuda.get_device_properties(i)
@@ -100,38 +106,48 @@ def main() -> int:
         log(f"GPU {i}: {props.name}, {memory:.0f} GiB, sm_{props.major}{props.minor}")
     if not gpus:
         log("no GPU found (torch.cuda.is_available() is False): CPU-side preparation only")
-    log(f"pytest: {'installed' if have_pytest else 'not installed (the plain runner is used)'}")
+    if gpus and shutil.which("nvidia-smi"):
+        query = "name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.limit"
+        smi = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv"], capture_output=True, text=True
+        )
+        log(smi.stdout.strip() or smi.stderr.strip())
 
-    results = {}
-    results["TTIR 64-bit offsets"] = step(
-        log,
-        "TTIR 64-bit offsets",
-        [python, "tools/compile_triton_kernels.py", "--check-int64", "--arch", "90"],
-        120,
-        base_env,
-    )
-    results["interpreter twins"] = step(
-        log,
-        "interpreter twins",
-        [python, "tools/run_cuda_tests.py", "--device", "interpreter"],
-        240,
-        base_env,
-    )
+    results: dict[str, bool] = {}
+    if not args.gpu_only:
+        results["TTIR 64-bit offsets"] = step(
+            log,
+            "TTIR 64-bit offsets",
+            [python, "tools/compile_triton_kernels.py", "--check-int64", "--arch", "90"],
+            120,
+            base_env,
+        )
+        results["interpreter twins"] = step(
+            log,
+            "interpreter twins",
+            [python, "tools/run_cuda_tests.py", "--device", "interpreter"],
+            240,
+            base_env,
+        )
     if gpus:
-        if have_pytest:
-            cmd = [python, "-m", "pytest", "tests/cuda", "-v", "-rs", "-k", "not interpreter"]
-            cmd += ["-p", "no:cacheprovider"]
-        else:
-            cmd = [python, "tools/run_cuda_tests.py", "--device", "cuda"]
-        results["CUDA tests"] = step(log, "CUDA tests", cmd, 240, base_env)
+        results["CUDA tests"] = step(
+            log,
+            "CUDA tests",
+            [python, "tools/run_cuda_tests.py", "--device", "cuda"]
+            + ["--json", str(out / "cuda-tests.json")],
+            240,
+            base_env,
+        )
         results["GPU benchmark"] = step(
             log,
             "GPU benchmark",
             [python, "tools/benchmark_pwlu.py", "--device", "cuda", "--json"]
             + [str(out / "benchmark.json")],
-            180,
+            240,
             base_env,
         )
+    summary = {"gpus": gpus, "seconds": round(time.perf_counter() - started), "steps": results}
+    (out / "gpu-check.json").write_text(json.dumps(summary, indent=1))
 
     log(f"\n=== summary ({time.perf_counter() - started:.0f} s)")
     for name, ok in results.items():
