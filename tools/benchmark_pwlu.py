@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python tools/benchmark_pwlu.py`, pwlu_det not installed
     sys.path.insert(0, str(ROOT))
 from pwlu_det.layers import PWLU, project_bounds, pwlu, pwlu_cpp, pwlu_reference  # noqa: E402
-from pwlu_det.utils.machine import describe_machine, machine_info  # noqa: E402
 
 SHAPES = ((16, 256, 56, 56), (2, 64, 400, 608))
 # Inference: mask head (RoIs, 14x14 and 28x28), box head (RoIs, channels), small and large maps.
@@ -528,6 +527,9 @@ def main() -> None:
     if args.device == "cuda":
         main_cuda(args)
         return
+    # pwlu_det.utils needs Detectron2, which GPU machines may lack: imported on the CPU path only.
+    from pwlu_det.utils.machine import describe_machine, machine_info
+
     torch.set_num_threads(args.threads)
     if not pwlu_cpp.available():
         raise SystemExit(f"the C++ extension is not built: {pwlu_cpp.unavailable_reason()}")
