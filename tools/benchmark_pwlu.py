@@ -326,7 +326,7 @@ def _compiled_kernels():
     from pwlu_det.layers import pwlu_triton
 
     for name in ("_pwlu_forward_kernel", "_pwlu_backward_kernel", "_pwlu_param_grad_kernel"):
-        jit = getattr(pwlu_triton, name)
+        jit = getattr(pwlu_triton.kernels, name)
         for cache in getattr(jit, "device_caches", {}).values():
             for part in cache if isinstance(cache, tuple) else (cache,):
                 if isinstance(part, dict):

@@ -371,7 +371,8 @@ class PWLU(nn.Module):
         piecewise linear, so the maximum is at a breakpoint of either, at 0 or at an end."""
         after = tuple(p.detach().double() for p in self.op_params())
         units, n = low.numel(), self.num_intervals
-        probes = [low.reshape(units, 1), high.reshape(units, 1), torch.zeros(units, 1).double()]
+        zero = torch.zeros(units, 1, dtype=torch.float64, device=low.device)
+        probes = [low.reshape(units, 1), high.reshape(units, 1), zero]
         for params in (before, after):
             if params is not None:
                 probes.append(breakpoints(params[0].reshape(units), params[1].reshape(units), n))
