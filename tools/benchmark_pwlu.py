@@ -239,15 +239,23 @@ def _step(fn, x: torch.Tensor, grad: torch.Tensor, mode: str) -> Callable[[], No
     return forward_backward
 
 
-def _kernels_per_call(step: Callable[[], None]) -> int:
-    """CUDA kernels (and memsets/copies) launched by one call, counted by torch.profiler."""
+def _kernels_per_call(step: Callable[[], None], grads: list[torch.Tensor]) -> int:
+    """CUDA kernels (and memsets/copies) launched by one call, counted by torch.profiler.
+
+    The gradients of ``grads`` are cleared first, as in training after ``zero_grad``, so that
+    accumulating into an existing ``.grad`` is not counted.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     step()
+    for t in grads:
+        t.grad = None
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         step()
         torch.cuda.synchronize()
+    for t in grads:
+        t.grad = None
     return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
 
 
@@ -314,7 +322,7 @@ def run_cuda(dtypes: list[str], graphs: bool) -> list[dict]:
                             "us": us,
                             "gbps": traffic * nbytes / (us * 1e-6) / 1e9,
                             "graph_us": _graph_us(step, params) if graphs else None,
-                            "kernels": _kernels_per_call(step),
+                            "kernels": _kernels_per_call(step, params),
                             "bytes": traffic * nbytes,
                         }
                     )

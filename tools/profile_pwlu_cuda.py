@@ -52,20 +52,27 @@ def kernel_times(shape_name: str, variant: str, op: str, repeats: int = 5) -> di
     x, grad = _cuda_input(shape, variant, device)
     fn, params = _cuda_ops(shape[1], device)[op]
     step = _step(fn, x, grad, "forward+backward")
-    for _ in range(3):
+    leaves = [x, *params]
+
+    def cleared_step() -> None:  # as in training after zero_grad: no accumulation kernels
+        for t in leaves:
+            t.grad = None
         step()
+
+    for _ in range(3):
+        cleared_step()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(repeats):
-            step()
+            cleared_step()
         torch.cuda.synchronize()
     times: dict[str, float] = {}
     for event in prof.key_averages():
         if event.device_type == torch.autograd.DeviceType.CUDA:
-            name = event.key if len(event.key) <= 60 else event.key[:57] + "..."
-            times[name] = getattr(event, "device_time_total", 0.0) / repeats
-    for p in [x, *params]:
-        p.grad = None
+            us = getattr(event, "device_time_total", 0.0) / repeats
+            times[event.key] = times.get(event.key, 0.0) + us
+    for t in leaves:
+        t.grad = None
     return times
 
 
@@ -128,7 +135,7 @@ def main() -> int:
                 )
                 print(f"\n{shape_name} {variant} {op}: {sum(times.values()):.1f} us in all")
                 for name, us in times.items():
-                    print(f"  {us:>9.1f}  {name}")
+                    print(f"  {us:>9.1f}  {name if len(name) <= 70 else name[:67] + '...'}")
     report["resources"] = kernel_resources()
     print_kernel_resources(report["resources"])
     report["host"] = host_profile()
