@@ -333,8 +333,8 @@ def _compiled_kernels():
     """``(kernel name, CompiledKernel)`` of every Triton kernel variant PWLU compiled so far."""
     from pwlu_det.layers import pwlu_triton
 
-    for name in ("_pwlu_forward_kernel", "_pwlu_backward_kernel", "_pwlu_param_grad_kernel"):
-        jit = getattr(pwlu_triton.kernels, name)
+    for jit in pwlu_triton.jit_kernels():
+        name = jit.__name__
         for cache in getattr(jit, "device_caches", {}).values():
             for part in cache if isinstance(cache, tuple) else (cache,):
                 if isinstance(part, dict):

@@ -67,33 +67,37 @@ class _AotVariant:
     signature: dict[str, str]
     constexprs: dict[str, object]
     attrs: dict[tuple[int, ...], list[list[object]]]
+    num_warps: int
 
 
-def _kernels():
-    """The kernel module and the host module, compiled for GPUs (not the interpreter's)."""
+# The SM count the backward's grid is planned for: an H100's or H200's (both 132). It sets only
+# n_split and steps, which the kernel does not specialize on, so the cubin is the same for any.
+SM_COUNT = 132
+
+
+def _host():
+    """The host module, with its kernels compiled for GPUs (not the interpreter's)."""
     from pwlu_det.layers import pwlu_triton
 
     if not pwlu_triton.available():
         raise RuntimeError(pwlu_triton.unavailable_reason())
     import triton
 
-    kernels = pwlu_triton.kernels
-    if not isinstance(kernels._pwlu_forward_kernel, triton.runtime.jit.JITFunction):
+    if not isinstance(pwlu_triton.jit_kernels()[0], triton.runtime.jit.JITFunction):
         raise RuntimeError(
             "unset TRITON_INTERPRET (the kernels were created for Triton's interpreter and "
             "cannot be compiled)"
         )
-    return kernels, pwlu_triton
+    return pwlu_triton
 
 
-def _specialize(kernel, name: str, dtypes: dict[str, str], args: dict[str, object]) -> _AotVariant:
+def _specialize(launch, name: str, dtypes: dict[str, str]) -> _AotVariant:
     """Signature, constexprs and attributes as Triton's JIT would specialize a launch.
 
     Args:
-        kernel: the JIT function.
+        launch: the :class:`~pwlu_det.layers.pwlu_triton.KernelLaunch` the op would make.
         name: the variant's label.
         dtypes: the pointer arguments' element types, e.g. ``{"x_ptr": "fp32"}``.
-        args: sample values of the integer and constexpr arguments.
 
     The JIT marks 16-byte aligned pointers (fresh torch allocations are) with
     ``tt.divisibility = 16``. Integers listed in the kernel's ``do_not_specialize`` stay plain
@@ -101,6 +105,8 @@ def _specialize(kernel, name: str, dtypes: dict[str, str], args: dict[str, objec
     constants and others divisible by 16 get the divisibility attribute. The same here, so that
     the cubin is the one a GPU would run.
     """
+    kernel = launch.kernel
+    args = {**launch.scalars, **launch.constexprs}
     plain = {kernel.arg_names[i] if isinstance(i, int) else i for i in kernel.do_not_specialize}
     signature, constexprs, attrs = {}, {}, {}
     for index, arg in enumerate(kernel.arg_names):
@@ -114,7 +120,7 @@ def _specialize(kernel, name: str, dtypes: dict[str, str], args: dict[str, objec
             signature[arg] = "i32" if -(2**31) <= args[arg] <= _INT32_MAX else "i64"
             if arg not in plain and args[arg] % 16 == 0:
                 attrs[(index,)] = [["tt.divisibility", 16]]
-    return _AotVariant(kernel, name, signature, constexprs, attrs)
+    return _AotVariant(kernel, name, signature, constexprs, attrs, launch.num_warps)
 
 
 _PARAM_POINTERS = ("lb_ptr", "rb_ptr", "h_ptr", "ls_ptr", "rs_ptr")
@@ -123,60 +129,26 @@ _GRAD_POINTERS = ("g_lb_ptr", "g_rb_ptr", "g_h_ptr", "g_ls_ptr", "g_rs_ptr")
 
 def _forward_variant(name: str, dtype: str, view: tuple[int, int, int], index_64: bool):
     """The forward kernel for the view (outer, channels, inner) of ``dtype`` (N=16)."""
-    kernels, host = _kernels()
-    outer, channels, inner = view
-    tile = host.Tile.fit(outer, channels, inner, host._FORWARD_TILE, host._FORWARD_TILE)
-    args = {"outer": outer, "channels": channels, "inner": inner, "num_intervals": 16}
-    args.update(tile.constexprs(), F64=False, INDEX_64=index_64)
+    (launch,) = _host().launch_plan("forward", *view, 16)
+    launch = dataclasses.replace(launch, constexprs={**launch.constexprs, "INDEX_64": index_64})
     dtypes = {"x_ptr": dtype, "y_ptr": dtype, **dict.fromkeys(_PARAM_POINTERS, "fp32")}
-    return _specialize(kernels._pwlu_forward_kernel, name, dtypes, args)
+    return _specialize(launch, name, dtypes)
 
 
 def _backward_variants(
     name: str, view: tuple[int, int, int], num_intervals: int, index_64: bool
 ) -> list[_AotVariant]:
-    """The float32 main and finalize backward kernels for the view, launched as on an H100."""
-    kernels, host = _kernels()
-    outer, channels, inner = view
-    launch = host.backward_grid(outer, channels, inner, num_intervals + 2, sm_count=132)
-    nb_pad = host._next_pow2(num_intervals + 2)
-    args = {
-        "outer": outer,
-        "channels": channels,
-        "inner": inner,
-        "num_intervals": num_intervals,
-        "n_split": launch.n_split,
-        "steps": launch.steps,
-        "GROUPS": host._GROUPS,
-        **launch.tile.constexprs(),
-        "NB_PAD": nb_pad,
-        "F64": False,
-        "INDEX_64": index_64,
-    }
+    """The float32 main and finalize backward kernels for the view, planned for SM_COUNT SMs."""
+    main, finalize = _host().launch_plan("backward", *view, num_intervals, sm_count=SM_COUNT)
+    main = dataclasses.replace(main, constexprs={**main.constexprs, "INDEX_64": index_64})
     dtypes = dict.fromkeys(("x_ptr", "g_ptr", "gx_ptr", "sums_ptr", *_PARAM_POINTERS), "fp32")
-    tile = launch.tile
-    main = _specialize(
-        kernels._pwlu_backward_kernel,
-        f"{name} tile={host._GROUPS}x[{tile.block_r},{tile.block_c},{tile.block_i}]",
-        dtypes,
-        args,
-    )
-    finalize_args = {
-        "units": channels,
-        "num_intervals": num_intervals,
-        "n_split": launch.n_split,
-        "BLOCK_P": host.finalize_units(nb_pad),
-        "NB_PAD": nb_pad,
-        "F64": False,
-    }
+    c = main.constexprs
+    tile = f"{c['GROUPS']}x[{c['BLOCK_R']},{c['BLOCK_C']},{c['BLOCK_I']}]"
     finalize_dtypes = dict.fromkeys(("sums_ptr", *_PARAM_POINTERS, *_GRAD_POINTERS), "fp32")
-    finalize = _specialize(
-        kernels._pwlu_param_grad_kernel,
-        f"P={channels} N={num_intervals}",
-        finalize_dtypes,
-        finalize_args,
-    )
-    return [main, finalize]
+    return [
+        _specialize(main, f"{name} tile={tile}", dtypes),
+        _specialize(finalize, f"P={view[1]} N={num_intervals}", finalize_dtypes),
+    ]
 
 
 def _aot_variants() -> list[_AotVariant]:
@@ -243,11 +215,8 @@ def _compile(variant: _AotVariant, arch: int):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
 
-    _, host = _kernels()
-    finalize = variant.kernel.__name__ == "_pwlu_param_grad_kernel"
-    num_warps = host._FINALIZE_WARPS if finalize else host._NUM_WARPS
     target = GPUTarget("cuda", arch, 32)
-    options = make_backend(target).parse_options({"num_warps": num_warps})
+    options = make_backend(target).parse_options({"num_warps": variant.num_warps})
     src = ASTSource(
         fn=variant.kernel,
         signature=variant.signature,
@@ -274,7 +243,7 @@ def compile_for_targets(archs: Sequence[int] = (80, 90)) -> list[KernelBuild]:
             interpreter functions, which cannot be compiled).
         triton.CompilationError / PTXASError: a kernel fails to compile.
     """
-    _kernels()
+    _host()
     from triton.backends.nvidia.compiler import get_ptxas
 
     builds = []

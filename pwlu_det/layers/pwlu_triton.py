@@ -30,7 +30,16 @@ import math
 
 import torch
 
-__all__ = ["available", "backward", "forward", "memory_view", "unavailable_reason"]
+__all__ = [
+    "KernelLaunch",
+    "available",
+    "backward",
+    "forward",
+    "jit_kernels",
+    "launch_plan",
+    "memory_view",
+    "unavailable_reason",
+]
 
 try:
     import triton
@@ -219,6 +228,135 @@ def _padded_extent(outer: int, channels: int, inner: int, tile: Tile) -> int:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class KernelLaunch:
+    """One launch of a PWLU kernel, everything but the tensors.
+
+    Attributes:
+        kernel: the Triton JIT function.
+        grid: the launch grid.
+        scalars: the integer arguments, by name, in the kernel's order after its pointers.
+        constexprs: the compile-time arguments (tiles, ``F64``, ``INDEX_64``, ...).
+        num_warps: warps per program.
+    """
+
+    kernel: object
+    grid: tuple[int, ...]
+    scalars: dict[str, int]
+    constexprs: dict[str, object]
+    num_warps: int
+
+    @property
+    def name(self) -> str:
+        """The kernel's name, e.g. ``"_pwlu_backward_kernel"``."""
+        return getattr(self.kernel, "fn", self.kernel).__name__
+
+
+def jit_kernels() -> tuple:
+    """The three Triton kernels: forward, backward main, backward finalize."""
+    if kernels is None:
+        raise RuntimeError(unavailable_reason())
+    return (
+        kernels._pwlu_forward_kernel,
+        kernels._pwlu_backward_kernel,
+        kernels._pwlu_param_grad_kernel,
+    )
+
+
+def launch_plan(
+    direction: str,
+    outer: int,
+    channels: int,
+    inner: int,
+    num_intervals: int,
+    *,
+    f64: bool = False,
+    sm_count: int | None = None,
+) -> tuple[KernelLaunch, ...]:
+    """How the op launches its kernels for one input: the single source of the launch
+    configuration, used by :func:`forward`, :func:`backward`, ``tools/compile_triton_kernels.py``
+    and the benchmarks.
+
+    Args:
+        direction: ``"forward"`` (one launch) or ``"backward"`` (the main kernel, then the
+            finalize kernel).
+        outer, channels, inner: the input's :func:`memory_view`; ``channels`` is the number of
+            units (1 for a layer-wise unit).
+        num_intervals: N.
+        f64: float64 input (the kernels then compute in float64).
+        sm_count: the GPU's multiprocessors; the backward's grid is sized to it (required for
+            ``"backward"``).
+
+    Returns:
+        The launches, in order. The backward's partial-sums buffer has the shape
+        ``(2, scalars["n_split"], channels, N + 2)`` (``plan[0].scalars``).
+    """
+    if direction == "forward":
+        tile = Tile.fit(outer, channels, inner, _FORWARD_TILE, _FORWARD_TILE)
+        index_64 = _needs_int64(_padded_extent(outer, channels, inner, tile))
+        scalars = {"outer": outer, "channels": channels, "inner": inner}
+        return (
+            KernelLaunch(
+                kernel=kernels._pwlu_forward_kernel,
+                grid=(math.prod(tile.counts(outer, channels, inner)),),
+                scalars={**scalars, "num_intervals": num_intervals},
+                constexprs={**tile.constexprs(), "F64": f64, "INDEX_64": index_64},
+                num_warps=_NUM_WARPS,
+            ),
+        )
+    if direction != "backward":
+        raise ValueError(
+            f"launch_plan: direction must be 'forward' or 'backward', got {direction!r}"
+        )
+    if sm_count is None:
+        raise ValueError("launch_plan: the backward needs sm_count")
+    num_bins = num_intervals + 2
+    nb_pad = _next_pow2(num_bins)
+    grid = backward_grid(outer, channels, inner, num_bins, sm_count)
+    sums_numel = 2 * grid.n_split * channels * num_bins
+    main = KernelLaunch(
+        kernel=kernels._pwlu_backward_kernel,
+        grid=(grid.programs,),
+        scalars={
+            "outer": outer,
+            "channels": channels,
+            "inner": inner,
+            "num_intervals": num_intervals,
+            "n_split": grid.n_split,
+            "steps": grid.steps,
+        },
+        constexprs={
+            "GROUPS": _GROUPS,
+            **grid.tile.constexprs(),
+            "NB_PAD": nb_pad,
+            "F64": f64,
+            "INDEX_64": _needs_int64(grid.max_offset(outer, channels, inner), sums_numel),
+        },
+        num_warps=_NUM_WARPS,
+    )
+    units_per_program = finalize_units(nb_pad)
+    finalize = KernelLaunch(
+        kernel=kernels._pwlu_param_grad_kernel,
+        grid=(triton.cdiv(channels, units_per_program),),
+        scalars={"units": channels, "num_intervals": num_intervals, "n_split": grid.n_split},
+        constexprs={"BLOCK_P": units_per_program, "NB_PAD": nb_pad, "F64": f64},
+        num_warps=_FINALIZE_WARPS,
+    )
+    return main, finalize
+
+
+def _run(plan: KernelLaunch, *tensors: torch.Tensor) -> None:
+    """Launch ``plan`` on ``tensors`` (the kernel's pointer arguments, in order)."""
+    _launch(
+        plan.kernel,
+        plan.grid,
+        *tensors,
+        *plan.scalars.values(),
+        **plan.constexprs,
+        num_warps=plan.num_warps,
+    )
+
+
 def _units(heights: torch.Tensor) -> tuple[int, int]:
     return heights.shape[0], heights.shape[1] - 1
 
@@ -233,24 +371,11 @@ def forward(x: torch.Tensor, params: tuple[torch.Tensor, ...], channel_dim: int)
     if x.numel() == 0:
         return y
     outer, channels, inner = memory_view(x, units, channel_dim)
-    tile = Tile.fit(outer, channels, inner, _FORWARD_TILE, _FORWARD_TILE)
-    grid = (math.prod(tile.counts(outer, channels, inner)),)
+    (plan,) = launch_plan(
+        "forward", outer, channels, inner, num_intervals, f64=x.dtype == torch.float64
+    )
     with _device_guard(x):  # x's GPU and its current stream, not the current device's
-        _launch(
-            kernels._pwlu_forward_kernel,
-            grid,
-            x,
-            y,
-            *params,
-            outer,
-            channels,
-            inner,
-            num_intervals,
-            **tile.constexprs(),
-            F64=x.dtype == torch.float64,
-            INDEX_64=_needs_int64(_padded_extent(outer, channels, inner, tile)),
-            num_warps=_NUM_WARPS,
-        )
+        _run(plan, x, y, *params)
     return y
 
 
@@ -270,49 +395,15 @@ def backward(
     grads = tuple(torch.empty_like(p) for p in params)
     f64 = x.dtype == torch.float64
     outer, channels, inner = memory_view(x, units, channel_dim)
-    num_bins = num_intervals + 2
-    launch = backward_grid(outer, channels, inner, num_bins, _sm_count(x.device))
+    main, finalize = launch_plan(
+        "backward", outer, channels, inner, num_intervals, f64=f64, sm_count=_sm_count(x.device)
+    )
     sums = torch.empty(
-        (2, launch.n_split, units, num_bins),
+        (2, main.scalars["n_split"], units, num_intervals + 2),
         dtype=torch.float64 if f64 else torch.float32,
         device=x.device,
     )
-    nb_pad = _next_pow2(num_bins)
     with _device_guard(x):  # x's GPU and its current stream, not the current device's
-        extent = launch.max_offset(outer, channels, inner)
-        _launch(
-            kernels._pwlu_backward_kernel,
-            (launch.programs,),
-            x,
-            grad_y,
-            grad_x,
-            *params,
-            sums,
-            outer,
-            channels,
-            inner,
-            num_intervals,
-            launch.n_split,
-            launch.steps,
-            GROUPS=_GROUPS,
-            **launch.tile.constexprs(),
-            NB_PAD=nb_pad,
-            F64=f64,
-            INDEX_64=_needs_int64(extent, sums.numel()),
-            num_warps=_NUM_WARPS,
-        )
-        _launch(
-            kernels._pwlu_param_grad_kernel,
-            (triton.cdiv(units, finalize_units(nb_pad)),),
-            sums,
-            *params,
-            *grads,
-            units,
-            num_intervals,
-            launch.n_split,
-            BLOCK_P=finalize_units(nb_pad),
-            NB_PAD=nb_pad,
-            F64=f64,
-            num_warps=_FINALIZE_WARPS,
-        )
+        _run(main, x, grad_y, grad_x, *params, sums)
+        _run(finalize, sums, *params, *grads)
     return (grad_x, *grads)
