@@ -417,6 +417,58 @@ def test_cpu_runs_the_cpp_kernel_and_tracing_the_reference():
     torch.testing.assert_close(traced(x), pwlu_reference(x, *params))
 
 
+# A Triton that is installed (find_spec finds it) but fails to import, as a broken libtriton
+# would; then the op's check, a CPU call under the interpreter and a direct op call.
+_BROKEN_TRITON = """
+import importlib.abc, importlib.machinery, logging, sys
+class _Broken(importlib.abc.Loader):
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        raise ImportError("libtriton.so: cannot open shared object file (simulated)")
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "triton":
+            return importlib.machinery.ModuleSpec("triton", _Broken())
+sys.meta_path.insert(0, _Finder())
+logging.basicConfig(level=logging.WARNING)
+import torch
+from pwlu_det.layers import has_kernel, pwlu, pwlu_reference
+print("cuda kernel:", has_kernel("cuda"))
+print("cpu kernel:", has_kernel("cpu"))
+x = torch.randn(3, 4)
+params = (torch.tensor(-2.0), torch.tensor(2.0), torch.linspace(-1, 1, 5), torch.tensor(0.5),
+          torch.tensor(1.5))
+torch.testing.assert_close(pwlu(x, *params), pwlu_reference(x, *params))
+canonical = [p.reshape(1) for p in params[:2]] + [params[2].reshape(1, -1)]
+canonical += [p.reshape(1) for p in params[3:]]
+try:
+    torch.ops.pwlu_det.pwlu_forward(x, *canonical, 0)
+except RuntimeError as e:
+    print("direct call:", e)
+"""
+
+
+@pytest.mark.parametrize("interpret", ["0", "1"])
+def test_a_triton_that_fails_to_import_means_no_triton_kernel(interpret):
+    """Triton installed but broken: the op says so and ``pwlu()`` computes the reference, on
+    CPU under the interpreter too, instead of failing inside the Triton host code."""
+    env = {**os.environ, "TRITON_INTERPRET": interpret}
+    proc = subprocess.run(
+        [sys.executable, "-c", _BROKEN_TRITON], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "cuda kernel: False" in proc.stdout
+    if interpret == "1":  # the Triton kernels were the CPU kernels: the reference runs instead
+        assert "cpu kernel: False" in proc.stdout
+        assert "using the slow reference" in proc.stderr and "(simulated)" in proc.stderr
+        assert "direct call: pwlu op: the Triton kernels cannot run" in proc.stdout
+        assert "(simulated)" in proc.stdout
+    else:  # the C++ kernel runs on CPU; nothing about Triton is noticed
+        assert "cpu kernel: True" in proc.stdout
+        assert "direct call" not in proc.stdout
+
+
 def test_a_device_without_kernel_falls_back_to_reference_with_one_warning(monkeypatch, caplog):
     monkeypatch.setattr(pwlu_op, "_MISSING_KERNELS", {"cpu": "pretend it was not built"})
     monkeypatch.setattr(pwlu_op, "_warned", set())

@@ -14,9 +14,9 @@ fail with a ``ValueError`` naming the variable.
 
 from __future__ import annotations
 
-import os
-
 import torch
+
+from . import environment
 
 __all__ = [
     "CAPABILITY_VARIABLE",
@@ -29,7 +29,7 @@ __all__ = [
 
 CAPABILITY_VARIABLE = "PWLU_DET_CPU_CAPABILITY"
 
-if os.environ.get("TRITON_INTERPRET", "0") == "1":
+if environment.TRITON_INTERPRET:
     _IMPORT_ERROR: str | None = (
         "not loaded under TRITON_INTERPRET=1 (CPU tensors run the Triton kernels)"
     )

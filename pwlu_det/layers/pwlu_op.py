@@ -28,10 +28,10 @@ channel-wise one, and a non-negative ``channel_dim``.
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
+from . import environment
 from .pwlu_reference import pwlu_reference
 
 __all__ = ["PARAM_NAMES", "canonical_params", "has_kernel", "pwlu", "pwlu_canonical"]
@@ -52,8 +52,8 @@ _warned: set[str] = set()
 
 
 def triton_interpreting() -> bool:
-    """True when Triton's CPU interpreter is on (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    """True when Triton's CPU interpreter is on (``TRITON_INTERPRET=1`` at import)."""
+    return environment.TRITON_INTERPRET
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -107,11 +107,19 @@ def _backward(ctx, grad_y):
 torch.library.register_autograd("pwlu_det::pwlu_forward", _backward, setup_context=_setup_context)
 
 
+def _pwlu_triton():
+    """The Triton host module; a RuntimeError naming the cause where Triton cannot run."""
+    reason = environment.triton_unavailable_reason()
+    if reason:
+        raise RuntimeError(f"pwlu op: the Triton kernels cannot run: {reason}")
+    from . import pwlu_triton
+
+    return pwlu_triton
+
+
 def _triton_forward(x, *args):
     check_canonical(x, args[:5], args[5])
-    from . import pwlu_triton  # imports Triton on the first call only
-
-    return pwlu_triton.forward(x, args[:5], args[5])
+    return _pwlu_triton().forward(x, args[:5], args[5])
 
 
 def _triton_backward(grad_y, x, *args):
@@ -120,30 +128,27 @@ def _triton_backward(grad_y, x, *args):
         raise ValueError(
             f"pwlu_backward: grad_y {tuple(grad_y.shape)} does not match x {tuple(x.shape)}"
         )
-    from . import pwlu_triton
-
-    return pwlu_triton.backward(grad_y, x, args[:5], args[5])
+    return _pwlu_triton().backward(grad_y, x, args[:5], args[5])
 
 
 def _register_kernels() -> dict[str, str]:
-    """Register the kernels of each device; return ``{device type: why it has none}``."""
-    import importlib.util
-
+    """Register the kernels of each device; return ``{device type: why it has none}`` for the
+    devices known to have none now (whether Triton imports is asked at the first call:
+    :func:`has_kernel`)."""
     from . import pwlu_cpp  # loads _C, which registers the C++ CPU kernels (not when interpreting)
 
     missing = {}
-    if importlib.util.find_spec("triton") is None:
-        missing["cuda"] = "triton is not installed"
-    else:
-        triton_devices = ("cpu", "cuda") if triton_interpreting() else ("cuda",)
-        for device in triton_devices:
+    if environment.triton_installed():
+        for device in environment.triton_devices():
             torch.library.register_kernel(
                 "pwlu_det::pwlu_forward", device, _triton_forward, lib=_LIB
             )
             torch.library.register_kernel(
                 "pwlu_det::pwlu_backward", device, _triton_backward, lib=_LIB
             )
-    if not triton_interpreting() and not pwlu_cpp.available():
+    else:
+        missing.update(dict.fromkeys(environment.triton_devices(), "triton is not installed"))
+    if not environment.TRITON_INTERPRET and not pwlu_cpp.available():
         missing["cpu"] = f"the C++ extension is unavailable ({pwlu_cpp.unavailable_reason()})"
     return missing
 
@@ -151,9 +156,21 @@ def _register_kernels() -> dict[str, str]:
 _MISSING_KERNELS = _register_kernels()
 
 
+def _missing_reason(device_type: str) -> str:
+    """Why ``device_type`` has no kernel (``""``: it has one)."""
+    if device_type not in ("cpu", "cuda"):
+        return "none is built for this device"
+    if device_type in _MISSING_KERNELS:
+        return _MISSING_KERNELS[device_type]
+    if device_type in environment.triton_devices():
+        reason = environment.triton_unavailable_reason()
+        return f"Triton cannot run ({reason})" if reason else ""
+    return ""
+
+
 def has_kernel(device_type: str) -> bool:
     """True when the op has a kernel for tensors on ``device_type`` (``"cpu"``, ``"cuda"``)."""
-    return device_type in ("cpu", "cuda") and device_type not in _MISSING_KERNELS
+    return not _missing_reason(device_type)
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,7 +281,7 @@ def pwlu_canonical(
     _warn_once(
         x.device.type,
         f"pwlu: no kernel for {x.device.type} tensors "
-        f"({_MISSING_KERNELS.get(x.device.type, 'none is built for this device')}); "
+        f"({_missing_reason(x.device.type)}); "
         "using the slow reference",
     )
     if params[2].shape[0] == 1:  # one unit: the same as its layer-wise form
