@@ -11,8 +11,12 @@ VENV_PY := $(VENV)/bin/python
 setup:
 	@$(PYTHON) tools/setup_env.py --venv "$(VENV)" $(if $(DETECTRON2_SRC),--detectron2-src "$(DETECTRON2_SRC)")
 
+# Two pytest sessions: the suite, then tests/triton with the Triton kernels in Triton's
+# interpreter on CPU (TRITON_INTERPRET must be set before Triton loads, so it is its own
+# session). Exit status 5 means every test was deselected (PYTEST_ADDOPTS="-m 'not layers'").
 test: setup
 	$(VENV_PY) -m pytest
+	TRITON_INTERPRET=1 $(VENV_PY) -m pytest tests/triton || [ $$? -eq 5 ]
 
 demo: setup
 	$(VENV_PY) tools/demo.py
@@ -26,9 +30,9 @@ compare: setup
 	$(VENV_PY) tools/compare_activations.py --grid $(COMPARE_GRID) \
 		--work-dir benchmarks/results/shapes/runs --results-dir benchmarks/results/shapes
 
-# On a GPU machine: tests/cuda on the GPU and the GPU benchmark (under 8 minutes), log in
-# $(GPU_CHECK_DIR)/gpu-check.log. Plain `python` with torch and Triton only: no .venv, no C++
-# build, no Detectron2, no pytest needed. Without a GPU: the CPU-side checks only, and says so.
+# On a GPU machine: tests/triton on the GPU and the GPU benchmark (under 8 minutes), log in
+# $(GPU_CHECK_DIR)/gpu-check.log. A `python` with torch, Triton and pytest: no .venv, no C++
+# build, no Detectron2 needed. Without a GPU: the CPU-side checks only, and says so.
 GPU_CHECK_PYTHON ?= python
 GPU_CHECK_DIR ?= output/gpu-check
 GPU_CHECK_ARGS ?=

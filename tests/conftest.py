@@ -1,6 +1,7 @@
 """Shared pytest set-up: CPU only, fixed seeds, the set-up scripts under tools/ importable, and
 the ``layers`` marker on the tests that exercise pwlu_det.layers alone."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,22 +11,21 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-# Tests of the op and the module alone: no Detectron2 code runs in them, so the same torch gives
-# the same result whichever Detectron2 is installed. CI's leg against Detectron2 main deselects
-# them (-m "not layers"); the v0.6 leg runs them.
-LAYERS_ONLY = {
-    "test_layers_standalone.py",
-    "test_pwlu_inference.py",
-    "test_pwlu_module.py",
-    "test_pwlu_op.py",
-    "test_pwlu_triton.py",
-}
+# tests/layers and tests/triton: the op, its kernels and the module alone. No Detectron2 code runs
+# in them, so the same torch gives the same result whichever Detectron2 is installed. CI's leg
+# against Detectron2 main deselects them (-m "not layers"); the v0.6 leg runs them.
+LAYERS_FOLDERS = {"layers", "triton"}
+
+# tests/triton runs on a GPU, or in an interpreter session (TRITON_INTERPRET=1 python -m pytest
+# tests/triton, which `make test` starts); a plain session without a GPU does not collect it.
+collect_ignore = (
+    [] if os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available() else ["triton"]
+)
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        path = Path(str(item.fspath))
-        if path.name in LAYERS_ONLY or path.parent.name == "cuda":
+        if LAYERS_FOLDERS & set(Path(str(item.fspath)).relative_to(ROOT / "tests").parts[:-1]):
             item.add_marker(pytest.mark.layers)
 
 

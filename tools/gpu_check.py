@@ -3,18 +3,17 @@
 
 Steps, each a child process with a time limit, its output copied to the log:
 
-1. the environment: Python, torch, Triton, GPUs, whether pytest is installed;
+1. the environment: Python, torch, Triton, the GPUs and their clocks;
 2. CPU-side preparation: the 64-bit offset check of the kernels' TTIR
-   (``tools/compile_triton_kernels.py --check-int64``) and the interpreter twins of the CUDA
-   tests (``tools/run_cuda_tests.py --device interpreter``);
-3. with a GPU: ``tests/cuda`` on the GPU (``tools/run_cuda_tests.py --device cuda``: the test
-   functions pytest runs, without needing pytest; verdicts in ``cuda-tests.json``), then
-   ``tools/benchmark_pwlu.py --device cuda`` (``benchmark.json``).
+   (``tools/compile_triton_kernels.py --check-int64``) and ``tests/triton`` in Triton's
+   interpreter (``TRITON_INTERPRET=1 python -m pytest tests/triton``);
+3. with a GPU: ``python -m pytest tests/triton`` on the GPU (verdicts in ``cuda-tests.xml``),
+   then ``tools/benchmark_pwlu.py --device cuda`` (``benchmark.json``).
 
 Without a GPU it runs steps 1-2 and says so. ``--gpu-only`` skips step 2 (it needs no GPU, so
 it is done before a lease, where device time is not spent on it). A summary goes to
-``gpu-check.json``. It needs only ``python`` with torch and Triton:
-no virtual environment, no C++ build, no Detectron2, no network. Exit status 1 if a step fails.
+``gpu-check.json``. It needs only ``python`` with torch, Triton and pytest: no virtual
+environment, no C++ build, no Detectron2, no network. Exit status 1 if a step fails.
 
 Example::
 
@@ -125,16 +124,16 @@ def main() -> int:
         results["interpreter twins"] = step(
             log,
             "interpreter twins",
-            [python, "tools/run_cuda_tests.py", "--device", "interpreter"],
-            240,
-            base_env,
+            [python, "-m", "pytest", "tests/triton", "-q", "-rs", "-p", "no:cacheprovider"],
+            300,
+            {**base_env, "TRITON_INTERPRET": "1"},
         )
     if gpus:
         results["CUDA tests"] = step(
             log,
             "CUDA tests",
-            [python, "tools/run_cuda_tests.py", "--device", "cuda"]
-            + ["--json", str(out / "cuda-tests.json")],
+            [python, "-m", "pytest", "tests/triton", "-v", "-rs", "-p", "no:cacheprovider"]
+            + ["--junitxml", str(out / "cuda-tests.xml")],
             240,
             base_env,
         )

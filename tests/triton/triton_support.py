@@ -1,25 +1,23 @@
-"""Helpers of the CUDA test suite: devices, skips, inputs and the comparison with the reference.
+"""Helpers of the Triton tests: devices, skips, inputs and the comparison with the reference.
 
-Every test in ``tests/cuda`` is a plain function ``test_*(device)`` with ``device`` one of:
+Every test in ``tests/triton/test_triton_kernels.py`` takes ``device`` (``conftest.py``):
 
-- ``"cuda"``: the Triton kernels compiled for the GPU (skipped without one);
+- ``"cuda"``: the Triton kernels compiled for the GPU;
 - ``"interpreter"``: the same body on CPU tensors, the kernels run by Triton's interpreter
-  (``TRITON_INTERPRET=1`` in the process, see ``tests/cuda/conftest.py``).
+  (a session started with ``TRITON_INTERPRET=1``).
 
-The functions need neither pytest nor Detectron2 (``tools/run_cuda_tests.py`` runs them on a
-GPU machine that has neither); a skip is ``unittest.SkipTest``, which pytest reports as a skip.
+Nothing here needs Detectron2, so the folder also runs on GPU machines without it.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import unittest
 from collections.abc import Callable, Sequence
 
+import pytest
 import torch
 
-from pwlu_det.layers import pwlu_triton
+from pwlu_det.layers import environment, pwlu_triton
 from pwlu_det.layers.pwlu_op import PARAM_NAMES, pwlu
 from pwlu_det.layers.pwlu_reference import pwlu_reference
 
@@ -32,13 +30,13 @@ def interpreting() -> bool:
     """True when this process runs the kernels in Triton's interpreter."""
     from triton.runtime.jit import JITFunction
 
-    interpreted = not isinstance(pwlu_triton.kernels._pwlu_forward_kernel, JITFunction)
-    return interpreted and os.environ.get("TRITON_INTERPRET") == "1"
+    interpreted = not isinstance(pwlu_triton.jit_kernels()[0], JITFunction)
+    return interpreted and environment.TRITON_INTERPRET
 
 
 def skip(reason: str) -> None:
-    """Skip the running test (pytest and tools/run_cuda_tests.py both report it)."""
-    raise unittest.SkipTest(reason)
+    """Skip the running test."""
+    pytest.skip(reason)
 
 
 def torch_device(device: str) -> torch.device:

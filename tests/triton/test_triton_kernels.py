@@ -1,10 +1,11 @@
 """The PWLU op's Triton path on a GPU, each test with a CPU twin under Triton's interpreter.
 
-Every test takes ``device``: ``"cuda"`` (skipped without a GPU) or ``"interpreter"`` (the same
-body on CPU tensors; see ``conftest.py``). Shapes are small so that the interpreter twins stay
+Every test takes ``device``: ``"cuda"`` in a session on a GPU, or ``"interpreter"`` (the same
+body on CPU tensors) in the session ``make test`` starts with ``TRITON_INTERPRET=1``; see
+``conftest.py``. Shapes are small so that the interpreter twins stay
 fast; the one test that needs more than 2^31 elements does so on a GPU only, with a memory
 check, and its twin forces the 64-bit indexing path on small shapes instead (the TTIR of the
-64-bit kernels is checked in ``tests/test_pwlu_triton.py``).
+64-bit kernels is checked in ``tests/layers/test_triton_compilation.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import math
 
 import torch
-from cuda_support import (
+from triton_support import (
     HostReads,
     LaunchRecorder,
     TritonPWLU,
