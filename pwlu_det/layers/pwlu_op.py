@@ -107,19 +107,11 @@ def _backward(ctx, grad_y):
 torch.library.register_autograd("pwlu_det::pwlu_forward", _backward, setup_context=_setup_context)
 
 
-def _pwlu_triton():
-    """The Triton host module; a RuntimeError naming the cause where Triton cannot run."""
-    reason = environment.triton_unavailable_reason()
-    if reason:
-        raise RuntimeError(f"pwlu op: the Triton kernels cannot run: {reason}")
-    from . import pwlu_triton
-
-    return pwlu_triton
-
-
 def _triton_forward(x, *args):
     check_canonical(x, args[:5], args[5])
-    return _pwlu_triton().forward(x, args[:5], args[5])
+    from . import pwlu_triton  # registered only where it imports
+
+    return pwlu_triton.forward(x, args[:5], args[5])
 
 
 def _triton_backward(grad_y, x, *args):
@@ -128,26 +120,28 @@ def _triton_backward(grad_y, x, *args):
         raise ValueError(
             f"pwlu_backward: grad_y {tuple(grad_y.shape)} does not match x {tuple(x.shape)}"
         )
-    return _pwlu_triton().backward(grad_y, x, args[:5], args[5])
+    from . import pwlu_triton
+
+    return pwlu_triton.backward(grad_y, x, args[:5], args[5])
 
 
 def _register_kernels() -> dict[str, str]:
-    """Register the kernels of each device; return ``{device type: why it has none}`` for the
-    devices known to have none now (whether Triton imports is asked at the first call:
-    :func:`has_kernel`)."""
+    """Register the kernels of each device; return ``{device type: why it has none}``.
+
+    Whether the Triton kernels can run is decided here, once, by importing them: an installed
+    Triton that fails to import registers nothing. Deciding it later, at a call, would put the
+    import machinery inside code that ``torch.compile`` traces.
+    """
     from . import pwlu_cpp  # loads _C, which registers the C++ CPU kernels (not when interpreting)
 
     missing = {}
-    if environment.triton_installed():
-        for device in environment.triton_devices():
-            torch.library.register_kernel(
-                "pwlu_det::pwlu_forward", device, _triton_forward, lib=_LIB
-            )
-            torch.library.register_kernel(
-                "pwlu_det::pwlu_backward", device, _triton_backward, lib=_LIB
-            )
-    else:
-        missing.update(dict.fromkeys(environment.triton_devices(), "triton is not installed"))
+    triton_reason = environment.triton_unavailable_reason()
+    for device in environment.triton_devices():
+        if triton_reason:
+            missing[device] = f"the Triton kernels cannot run ({triton_reason})"
+            continue
+        torch.library.register_kernel("pwlu_det::pwlu_forward", device, _triton_forward, lib=_LIB)
+        torch.library.register_kernel("pwlu_det::pwlu_backward", device, _triton_backward, lib=_LIB)
     if not environment.TRITON_INTERPRET and not pwlu_cpp.available():
         missing["cpu"] = f"the C++ extension is unavailable ({pwlu_cpp.unavailable_reason()})"
     return missing
@@ -156,21 +150,9 @@ def _register_kernels() -> dict[str, str]:
 _MISSING_KERNELS = _register_kernels()
 
 
-def _missing_reason(device_type: str) -> str:
-    """Why ``device_type`` has no kernel (``""``: it has one)."""
-    if device_type not in ("cpu", "cuda"):
-        return "none is built for this device"
-    if device_type in _MISSING_KERNELS:
-        return _MISSING_KERNELS[device_type]
-    if device_type in environment.triton_devices():
-        reason = environment.triton_unavailable_reason()
-        return f"Triton cannot run ({reason})" if reason else ""
-    return ""
-
-
 def has_kernel(device_type: str) -> bool:
     """True when the op has a kernel for tensors on ``device_type`` (``"cpu"``, ``"cuda"``)."""
-    return not _missing_reason(device_type)
+    return device_type in ("cpu", "cuda") and device_type not in _MISSING_KERNELS
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,7 +263,7 @@ def pwlu_canonical(
     _warn_once(
         x.device.type,
         f"pwlu: no kernel for {x.device.type} tensors "
-        f"({_missing_reason(x.device.type)}); "
+        f"({_MISSING_KERNELS.get(x.device.type, 'none is built for this device')}); "
         "using the slow reference",
     )
     if params[2].shape[0] == 1:  # one unit: the same as its layer-wise form
