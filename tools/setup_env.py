@@ -60,7 +60,7 @@ def use_venv(venv: Path) -> None:
 D2_REQUIREMENT = "pb1-detectron2==0.6"
 D2_DISTRIBUTION = "pb1-detectron2"
 D2_SDIST_NAME = "pb1-detectron2-0.6.tar.gz"
-# Audited: identical to the Detectron2 v0.6 release but for the package name (DESIGN.md).
+# Audited: identical to the Detectron2 v0.6 release but for the package name (docs/decisions.md).
 D2_SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 D2_V06 = "v0.6"  # the --detectron2-src value that selects the sdist above
 # Left out of a source tree's copy and its sha256: version control and build outputs.

@@ -289,7 +289,7 @@ pwlu_backward_cpu(
     });
   }
 
-  // Closed-form parameter gradients from the per-bin sums (see PWLU_FACTS.md): in interval i,
+  // Closed-form parameter gradients from the per-bin sums (see docs/pwlu_math.md): in interval i,
   // t = (i + u) / N, so sum(g * t) = (i * S0 + S1) / N.
   const auto bl = left_bound.to(type).to(at::kDouble).contiguous();
   const auto br = right_bound.to(type).to(at::kDouble).contiguous();
