@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torch.utils.benchmark as benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python tools/benchmark_pwlu.py`, pwlu_det not installed
@@ -69,14 +70,10 @@ def relu_like_params(channels: int | None, num_intervals: int = 16) -> list[torc
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    """Median milliseconds of ``repeats`` single calls, timed by ``torch.utils.benchmark``."""
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    timer.timeit(warmup)
+    return 1e3 * statistics.median(timer.timeit(1).median for _ in range(repeats))
 
 
 def saved_bytes(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> int:
@@ -98,8 +95,8 @@ def activations(channels: int) -> dict[str, Callable[[torch.Tensor], torch.Tenso
     return {
         "SiLU": F.silu,
         "ReLU": F.relu,
-        "PWLU cpp (layer)": lambda x: pwlu(x, *layer),
-        "PWLU cpp (channel)": lambda x: pwlu(x, *channel),
+        "PWLU op (layer)": lambda x: pwlu(x, *layer),
+        "PWLU op (channel)": lambda x: pwlu(x, *channel),
         "PWLU reference (layer)": lambda x: pwlu_reference(x, *layer),
         "PWLU reference (channel)": lambda x: pwlu_reference(x, *channel),
     }
