@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from pwlu_det.layers.pwlu_op import canonical_params
 from pwlu_det.layers.pwlu_reference import breakpoints, pwlu_reference
 
 
@@ -63,3 +64,30 @@ def op_with_grads(fn, x, params, grad):
     y = fn(*inputs)
     grads = torch.autograd.grad(y, inputs, grad)
     return y.detach(), grads
+
+
+def sample_inputs(device: str | torch.device) -> list[tuple[str, tuple, tuple]]:
+    """Arguments of both ops on ``device``: ``(label, forward args, backward args)``.
+
+    Layer- and channel-wise units in canonical form, float32 and float64, NCHW and
+    channels_last. The forward's tensors require grad (so that ``opcheck`` tests the autograd
+    registration); the backward's do not (it has no derivative of its own).
+    """
+    samples = []
+    for label, channels, dtype, channels_last in (
+        ("layer-wise float32", None, torch.float32, False),
+        ("channel-wise float32", 3, torch.float32, False),
+        ("channel-wise float64 channels_last", 3, torch.float64, True),
+    ):
+        params = make_params(channels, 16, dtype=dtype, seed=7)
+        canonical = tuple(p.to(device) for p in canonical_params(*params))
+        gen = torch.Generator().manual_seed(8)
+        x = (2 * torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64)).to(dtype)
+        if channels_last:
+            x = x.to(memory_format=torch.channels_last)
+        x = x.to(device)
+        grad_y = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(dtype).to(device)
+        forward = (x.clone().requires_grad_(), *(p.clone().requires_grad_() for p in canonical), 1)
+        backward = (grad_y, x, *canonical, 1)
+        samples.append((label, forward, backward))
+    return samples

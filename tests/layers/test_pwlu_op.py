@@ -14,6 +14,7 @@ from pwlu_cases import (
     make_params,
     op_with_grads,
     reference_with_grads,
+    sample_inputs,
 )
 
 from pwlu_det.layers import pwlu, pwlu_cpp, pwlu_op, pwlu_reference
@@ -415,6 +416,19 @@ def test_cpu_runs_the_cpp_kernel_and_tracing_the_reference():
     graph = str(traced.graph)
     assert "pwlu_det::" not in graph and "aten::floor" in graph
     torch.testing.assert_close(traced(x), pwlu_reference(x, *params))
+
+
+@pytest.mark.parametrize("case", range(len(sample_inputs("cpu"))))
+def test_opcheck_both_ops_on_cpu(case):
+    """torch.library.opcheck: schema, autograd registration, fake tensors and AOT dispatch of
+    both ops, with the CPU kernel (the C++ one)."""
+    label, forward, backward = sample_inputs("cpu")[case]
+    for op, args in (
+        (torch.ops.pwlu_det.pwlu_forward.default, forward),
+        (torch.ops.pwlu_det.pwlu_backward.default, backward),
+    ):
+        result = torch.library.opcheck(op, args)
+        assert set(result.values()) == {"SUCCESS"}, (label, op, result)
 
 
 # A Triton that is installed (find_spec finds it) but fails to import, as a broken libtriton

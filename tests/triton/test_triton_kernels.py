@@ -592,3 +592,17 @@ def test_phase_one_statistics_need_no_host_sync(device: str) -> None:
         y = pwlu(x, *act.parameters(), channel_dim=1)
         y.sum().backward()
     torch.testing.assert_close(y, act(x), rtol=1e-6, atol=1e-6)
+
+
+def test_opcheck_both_ops(device: str) -> None:
+    """torch.library.opcheck on both ops with the Triton kernels: schema, autograd
+    registration, fake tensors and AOT dispatch."""
+    from pwlu_cases import sample_inputs
+
+    for label, forward, backward in sample_inputs(torch_device(device)):
+        for op, args in (
+            (torch.ops.pwlu_det.pwlu_forward.default, forward),
+            (torch.ops.pwlu_det.pwlu_backward.default, backward),
+        ):
+            result = torch.library.opcheck(op, args)
+            assert set(result.values()) == {"SUCCESS"}, (label, op, result)
