@@ -20,6 +20,8 @@ The model refers to ``${pwlu}``, so a command-line override such as
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,13 +85,20 @@ def pwlu_cfg(options: Mapping) -> CfgNode:
     """A yacs config (Detectron2 defaults + pwlu_det keys) holding a lazy config's ``pwlu``.
 
     This is what the yacs path validates and reads (activation factories, realignment hook,
-    optimizer rules), so both paths share one vocabulary and one validation.
+    optimizer rules), so both paths share one vocabulary and one validation. It is built once
+    per distinct ``pwlu`` node, not once per model part that asks, and returned frozen.
 
     Raises:
         ValueError: an unknown section or key, or a value that ``validate_pwlu_config`` refuses.
     """
     if isinstance(options, DictConfig):
         options = OmegaConf.to_container(options, resolve=True)
+    return _pwlu_cfg(json.dumps(options, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=16)
+def _pwlu_cfg(options_json: str) -> CfgNode:
+    options = json.loads(options_json)
     cfg = default_pwlu_config()
     for section, values in options.items():
         if section not in _SECTIONS:
@@ -108,6 +117,7 @@ def pwlu_cfg(options: Mapping) -> CfgNode:
         validate_pwlu_config(cfg)
     except ValueError as e:
         raise ValueError(f"the lazy config's pwlu node: {e}") from e
+    cfg.freeze()
     return cfg
 
 

@@ -50,8 +50,13 @@ from .cli import (
     prepare_datasets,
     write_final_results,
 )
-from .optimizer import keep_bounds_apart, pwlu_param_overrides
-from .trainer import add_pwlu_hooks, create_ddp_model_cpu_aware, fast_coco_eval_available
+from .optimizer import keep_bounds_apart, pwlu_optimizer_rules, pwlu_param_overrides
+from .trainer import (
+    add_pwlu_hooks,
+    create_ddp_model_cpu_aware,
+    fast_coco_eval_available,
+    pwlu_hook_options,
+)
 
 __all__ = [
     "argument_parser",
@@ -182,11 +187,11 @@ def _build_model(cfg: DictConfig):
 def do_train(cfg: DictConfig, resume: bool) -> dict:
     """Train as Detectron2's lazy ``do_train``, with the PWLU method; returns the last
     evaluation's results."""
-    pwlu = pwlu_cfg(cfg.pwlu)
+    pwlu = pwlu_cfg(cfg.pwlu)  # validated once; the hooks and rules take its values
     model = _build_model(cfg)
     logger.info("Model:\n%s", model)
     overrides = dict(cfg.optimizer.params.get("overrides") or {})
-    overrides.update(pwlu_param_overrides(model, cfg.optimizer.lr, pwlu))
+    overrides.update(pwlu_param_overrides(model, cfg.optimizer.lr, **pwlu_optimizer_rules(pwlu)))
     cfg.optimizer.params.overrides = overrides
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
@@ -221,7 +226,7 @@ def do_train(cfg: DictConfig, resume: bool) -> dict:
     hook_list = add_pwlu_hooks(
         [h for h in hook_list if h is not None],
         model,
-        pwlu,
+        **pwlu_hook_options(pwlu),
         checkpoint_period=cfg.train.checkpointer.period,
         output_dir=output_dir,
     )

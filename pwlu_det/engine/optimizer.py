@@ -27,14 +27,22 @@ from torch.utils.hooks import RemovableHandle
 
 from pwlu_det.layers import PARAM_NAMES, PWLU, project_bounds
 
-__all__ = ["build_pwlu_optimizer", "keep_bounds_apart", "pwlu_param_overrides"]
+__all__ = [
+    "build_pwlu_optimizer",
+    "keep_bounds_apart",
+    "pwlu_optimizer_rules",
+    "pwlu_param_overrides",
+]
 
 
-def pwlu_param_overrides(model: nn.Module, base_lr: float, cfg: CfgNode) -> dict[str, dict]:
+def pwlu_param_overrides(
+    model: nn.Module, base_lr: float, *, lr_factor: float, weight_decay: float
+) -> dict[str, dict]:
     """The ``overrides`` of ``get_default_optimizer_params`` that apply the PWLU rules.
 
-    PWLU parameters get ``base_lr * MODEL.PWLU.LR_FACTOR`` and ``MODEL.PWLU.WEIGHT_DECAY``.
-    The yacs path (:func:`build_pwlu_optimizer`) and the lazy one both use this.
+    PWLU parameters get ``base_lr * lr_factor`` and ``weight_decay`` (``MODEL.PWLU.LR_FACTOR``
+    and ``MODEL.PWLU.WEIGHT_DECAY``: :func:`pwlu_optimizer_rules`). The yacs path
+    (:func:`build_pwlu_optimizer`) and the lazy one both use this.
 
     Raises:
         ValueError: a non-PWLU module has a parameter named like a PWLU parameter (the rules
@@ -52,8 +60,13 @@ def pwlu_param_overrides(model: nn.Module, base_lr: float, cfg: CfgNode) -> dict
             f"build_pwlu_optimizer: non-PWLU parameters {sorted(clashes)} share names with PWLU "
             "parameters, so the PWLU rules would apply to them too; rename them"
         )
-    rules = {"lr": base_lr * cfg.MODEL.PWLU.LR_FACTOR, "weight_decay": cfg.MODEL.PWLU.WEIGHT_DECAY}
+    rules = {"lr": base_lr * lr_factor, "weight_decay": weight_decay}
     return {name: dict(rules) for name in PARAM_NAMES}
+
+
+def pwlu_optimizer_rules(cfg: CfgNode) -> dict[str, float]:
+    """The keyword arguments of :func:`pwlu_param_overrides` from a yacs config."""
+    return {"lr_factor": cfg.MODEL.PWLU.LR_FACTOR, "weight_decay": cfg.MODEL.PWLU.WEIGHT_DECAY}
 
 
 def build_pwlu_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
@@ -70,7 +83,7 @@ def build_pwlu_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimize
         weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
         bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
-        overrides=pwlu_param_overrides(model, cfg.SOLVER.BASE_LR, cfg),
+        overrides=pwlu_param_overrides(model, cfg.SOLVER.BASE_LR, **pwlu_optimizer_rules(cfg)),
     )
     optimizer = maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
         params,

@@ -45,6 +45,7 @@ __all__ = [
     "fast_coco_eval_available",
     "insert_before",
     "insert_before_checkpointer",
+    "pwlu_hook_options",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,33 +64,59 @@ def insert_before_checkpointer(hook_list: list, hook) -> list:
     return insert_before(hook_list, hook, hooks.PeriodicCheckpointer)
 
 
-def add_pwlu_hooks(hook_list: list, model, cfg, *, checkpoint_period: int, output_dir: str) -> list:
+def add_pwlu_hooks(
+    hook_list: list,
+    model,
+    *,
+    statistics_iters: int,
+    realign_mode: str,
+    draw_curves: bool,
+    dynamics_period: int,
+    checkpoint_period: int,
+    output_dir: str,
+) -> list:
     """Detectron2's hooks plus the PWLU ones, each in its place (yacs and lazy training).
 
     - :class:`PWLURealignHook` before the checkpointer, so that a checkpoint taken at the
       realignment iteration holds the realigned units;
-    - with ``MODEL.ACTIVATION.NAME == "PWLU"``, :class:`PWLUCurvesHook` before the writers;
-    - with ``MODEL.PWLU.DYNAMICS_PERIOD > 0``, :class:`PWLUDynamicsHook` before the
-      realignment (a step's update must not include a realignment).
+    - with ``draw_curves``, :class:`PWLUCurvesHook` before the writers;
+    - with ``dynamics_period > 0``, :class:`PWLUDynamicsHook` before the realignment (a step's
+      update must not include a realignment).
 
     Args:
         hook_list: Detectron2's hooks.
         model: the trained model (DDP-wrapped or not).
-        cfg: a yacs config with the pwlu_det keys (``pwlu_det.lazy.pwlu_cfg`` for lazy ones).
+        statistics_iters, realign_mode: Phase I's length and the realignment mode
+            (``MODEL.PWLU.STATISTICS_ITERS``, ``MODEL.PWLU.REALIGN_MODE``).
+        draw_curves: draw the learned curves at each checkpoint (the model has PWLU units).
+        dynamics_period: iterations between dynamics records, 0 for none
+            (``MODEL.PWLU.DYNAMICS_PERIOD``).
         checkpoint_period: iterations between checkpoints (when the curves are drawn).
         output_dir: where the curves and dynamics go.
+
+    :func:`pwlu_hook_options` reads the PWLU arguments from a yacs config.
     """
-    p = cfg.MODEL.PWLU
     hook_list = insert_before_checkpointer(
-        hook_list, PWLURealignHook(model, p.STATISTICS_ITERS, p.REALIGN_MODE)
+        hook_list, PWLURealignHook(model, statistics_iters, realign_mode)
     )
-    if cfg.MODEL.ACTIVATION.NAME == "PWLU":
+    if draw_curves:
         curves = PWLUCurvesHook(checkpoint_period, output_dir)
         hook_list = insert_before(hook_list, curves, hooks.PeriodicWriter)
-    if p.DYNAMICS_PERIOD > 0:
-        dynamics = PWLUDynamicsHook(model, p.DYNAMICS_PERIOD, output_dir)
+    if dynamics_period > 0:
+        dynamics = PWLUDynamicsHook(model, dynamics_period, output_dir)
         hook_list = insert_before(hook_list, dynamics, PWLURealignHook)
     return hook_list
+
+
+def pwlu_hook_options(cfg) -> dict:
+    """The PWLU keyword arguments of :func:`add_pwlu_hooks` from a yacs config."""
+    p = cfg.MODEL.PWLU
+    return {
+        "statistics_iters": p.STATISTICS_ITERS,
+        "realign_mode": p.REALIGN_MODE,
+        "draw_curves": cfg.MODEL.ACTIVATION.NAME == "PWLU",
+        "dynamics_period": p.DYNAMICS_PERIOD,
+    }
 
 
 def create_ddp_model_cpu_aware(model, **kwargs):
@@ -161,7 +188,7 @@ class PWLUTrainer(DefaultTrainer):
         return add_pwlu_hooks(
             super().build_hooks(),
             self.model,
-            self.cfg,
+            **pwlu_hook_options(self.cfg),
             checkpoint_period=self.cfg.SOLVER.CHECKPOINT_PERIOD,
             output_dir=self.cfg.OUTPUT_DIR,
         )
