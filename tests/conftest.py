@@ -1,12 +1,13 @@
 """Shared pytest set-up: CPU only, fixed seeds, the set-up scripts under tools/ importable, and
 the ``layers`` marker on the tests that exercise pwlu_det.layers alone."""
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from pwlu_det.layers import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -18,9 +19,7 @@ LAYERS_FOLDERS = {"layers", "triton"}
 
 # tests/triton runs on a GPU, or in an interpreter session (TRITON_INTERPRET=1 python -m pytest
 # tests/triton, which `make test` starts); a plain session without a GPU does not collect it.
-collect_ignore = (
-    [] if os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available() else ["triton"]
-)
+collect_ignore = [] if environment.TRITON_INTERPRET or torch.cuda.is_available() else ["triton"]
 
 
 def pytest_collection_modifyitems(items):

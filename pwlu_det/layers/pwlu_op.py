@@ -51,11 +51,6 @@ BACKWARD_SCHEMA = (
 _warned: set[str] = set()
 
 
-def triton_interpreting() -> bool:
-    """True when Triton's CPU interpreter is on (``TRITON_INTERPRET=1`` at import)."""
-    return environment.TRITON_INTERPRET
-
-
 def _warn_once(key: str, message: str) -> None:
     # Not while torch.compile traces: a logging call there breaks a fullgraph compile, and
     # reading _warned would make the graph depend on it (a recompile once it changes).

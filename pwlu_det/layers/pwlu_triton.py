@@ -246,11 +246,6 @@ class KernelLaunch:
     constexprs: dict[str, object]
     num_warps: int
 
-    @property
-    def name(self) -> str:
-        """The kernel's name, e.g. ``"_pwlu_backward_kernel"``."""
-        return getattr(self.kernel, "fn", self.kernel).__name__
-
 
 def jit_kernels() -> tuple:
     """The three Triton kernels: forward, backward main, backward finalize."""
@@ -294,12 +289,16 @@ def launch_plan(
     if direction == "forward":
         tile = Tile.fit(outer, channels, inner, _FORWARD_TILE, _FORWARD_TILE)
         index_64 = _needs_int64(_padded_extent(outer, channels, inner, tile))
-        scalars = {"outer": outer, "channels": channels, "inner": inner}
         return (
             KernelLaunch(
                 kernel=kernels._pwlu_forward_kernel,
                 grid=(math.prod(tile.counts(outer, channels, inner)),),
-                scalars={**scalars, "num_intervals": num_intervals},
+                scalars={
+                    "outer": outer,
+                    "channels": channels,
+                    "inner": inner,
+                    "num_intervals": num_intervals,
+                },
                 constexprs={**tile.constexprs(), "F64": f64, "INDEX_64": index_64},
                 num_warps=_NUM_WARPS,
             ),
