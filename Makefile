@@ -6,10 +6,10 @@ VENV ?= .venv
 DETECTRON2_SRC ?=
 VENV_PY := $(VENV)/bin/python
 
-.PHONY: setup test demo compare lint clean gpu-check
+.PHONY: setup test demo compare lint clean gpu-check check-install
 
 setup:
-	@$(PYTHON) tools/setup_env.py --venv "$(VENV)" $(if $(DETECTRON2_SRC),--detectron2-src "$(DETECTRON2_SRC)")
+	@$(PYTHON) dev/setup_env.py --venv "$(VENV)" $(if $(DETECTRON2_SRC),--detectron2-src "$(DETECTRON2_SRC)")
 
 # Two pytest sessions: the suite, then tests/triton with the Triton kernels in Triton's
 # interpreter on CPU (TRITON_INTERPRET must be set before Triton loads, so it is its own
@@ -39,9 +39,15 @@ GPU_CHECK_ARGS ?=
 gpu-check:
 	$(GPU_CHECK_PYTHON) tools/gpu_check.py --out $(GPU_CHECK_DIR) $(GPU_CHECK_ARGS)
 
+# pip install . (not editable) into a fresh environment, then train, export and read the demo's
+# documented row from an empty folder (dev/check_install.sh).
+check-install: setup
+	VENV="$(VENV)" dev/check_install.sh
+
 lint: setup
 	$(VENV_PY) -m ruff check .
 	$(VENV_PY) -m ruff format --check .
 
 clean:
-	rm -rf .venv .venv-d2main $(VENV) build *.egg-info pwlu_det/*.so
+	rm -rf .venv .venv-d2main $(VENV) build *.egg-info pwlu_det/*.so pwlu_det/model_zoo/configs \
+		pwlu_det/model_zoo/documented

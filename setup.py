@@ -5,7 +5,9 @@ The C++ extension ``pwlu_det._C`` is compiled against the installed PyTorch, so 
 ``pip install --no-build-isolation -e .`` (an isolated build would not see that PyTorch).
 """
 
+import os
 import re
+import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -41,6 +43,35 @@ def get_extensions() -> list:
     ]
 
 
+#: Repository folders installed inside the package (``pwlu_det.model_zoo``): folder in the
+#: package -> (source folder, the files of it to install).
+MODEL_ZOO_FILES = {
+    "configs": ("configs", ["**/*.yaml", "**/*.py"]),
+    "documented": ("benchmarks/results/shapes", ["results.csv"]),
+}
+
+
+def get_model_zoo_files() -> list[str]:
+    """Link each :data:`MODEL_ZOO_FILES` source folder into ``pwlu_det/model_zoo`` (a copy
+    where links are not possible), as Detectron2's setup.py links its configs; returns the
+    package-data patterns, relative to ``pwlu_det/model_zoo``."""
+    zoo = ROOT / "pwlu_det" / "model_zoo"
+    patterns = []
+    for name, (source, globs) in MODEL_ZOO_FILES.items():
+        source_dir, destination = ROOT / source, zoo / name
+        if source_dir.is_dir():  # a source checkout: refresh the link (an sdist has the copy)
+            if destination.is_symlink():
+                destination.unlink()
+            elif destination.is_dir():
+                shutil.rmtree(destination)
+            try:
+                os.symlink(os.path.relpath(source_dir, zoo), destination)
+            except OSError:
+                shutil.copytree(source_dir, destination)
+        patterns += [f"{name}/{pattern}" for pattern in globs]
+    return patterns
+
+
 def get_cmdclass() -> dict:
     extensions = get_extensions()
     if not extensions:
@@ -73,6 +104,6 @@ setup(
     },
     ext_modules=get_extensions(),
     cmdclass=get_cmdclass(),
-    include_package_data=True,
+    package_data={"pwlu_det.model_zoo": get_model_zoo_files()},
     zip_safe=False,
 )

@@ -1,7 +1,6 @@
-"""Shared pytest set-up: CPU only, fixed seeds, the set-up scripts under tools/ importable, and
-the ``layers`` marker on the tests that exercise pwlu_det.layers alone."""
+"""Shared pytest set-up: CPU only, fixed seeds, and the ``layers`` marker on the tests that
+exercise pwlu_det.layers alone."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,6 @@ import torch
 from pwlu_det.layers import environment
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
 
 # tests/layers and tests/triton: the op, its kernels and the module alone. No Detectron2 code runs
 # in them, so the same torch gives the same result whichever Detectron2 is installed. CI's leg

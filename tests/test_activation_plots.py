@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tool_runs import run_tool
 from torch import nn
 
 from pwlu_det.checkpoint import find_pwlu_units
@@ -208,20 +209,18 @@ def test_missing_file_raises_file_not_found(tmp_path):
     assert not output.exists()
 
 
-def test_cli_prints_the_output_and_the_layer_count(tmp_path, checkpoint, capsys):
-    from plot_activations import main
-
+def test_cli_prints_the_output_and_the_layer_count(tmp_path, checkpoint):
     output = tmp_path / "cli.png"
-    argv = ["--checkpoint", str(checkpoint), "--output", str(output), "--max-layers", "2"]
-    assert main([*argv, "--dpi", "30"]) == 0
-    printed = capsys.readouterr().out
-    assert str(output) in printed and "2 of 3 PWLU layers" in printed
+    argv = ["--checkpoint", checkpoint, "--output", output, "--max-layers", "2", "--dpi", "30"]
+    result = run_tool("plot_activations.py", *argv)
+    assert result.returncode == 0, result.stdout
+    assert str(output) in result.stdout and "2 of 3 PWLU layers" in result.stdout
     with Image.open(output) as image:
         assert image.format == "PNG"
-    with pytest.raises(SystemExit) as exit_status:
-        main(["--checkpoint", str(tmp_path / "nope.pth"), "--output", str(output)])
-    assert exit_status.value.code == 1
-    assert "nope.pth" in capsys.readouterr().err
+    missing = run_tool(
+        "plot_activations.py", "--checkpoint", tmp_path / "nope.pth", "--output", output
+    )
+    assert missing.returncode == 1 and "nope.pth" in missing.stdout
 
 
 def test_non_finite_channels_are_left_out_of_the_summary(model, caplog):

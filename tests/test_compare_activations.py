@@ -12,15 +12,18 @@ import cv2
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
+from tool_runs import run_tool
 
 from pwlu_det.config import add_pwlu_config, load_pwlu_config
 from pwlu_det.data import SHAPE_CLASSES, generate_shapes_split
 from pwlu_det.engine.compare import (
     CSV_COLUMNS,
     RUN_RESULT,
+    activation_label,
     compare_activations,
     config_sha,
     mean_std,
+    parameters_added,
     plan_runs,
     write_reports,
 )
@@ -88,6 +91,10 @@ def test_config_fingerprint_is_the_recipe_not_the_key_set(monkeypatch):
     assert config_sha(load_pwlu_config(PWLU_CONFIG)) == sha
 
 
+def _never_launched(spec, opts, console):
+    raise AssertionError(f"{spec} was launched; it should have been reused or refused")
+
+
 def test_a_run_folder_of_another_recipe_is_refused(tmp_path):
     (spec,) = plan_runs([PWLU_CONFIG], [0], str(tmp_path))
     os.makedirs(spec.output_dir)
@@ -95,10 +102,45 @@ def test_a_run_folder_of_another_recipe_is_refused(tmp_path):
     Path(spec.output_dir, "config.yaml").write_text(saved.dump())
     Path(spec.output_dir, RUN_RESULT).write_text(json.dumps({"results": {}, "seconds": 1.0}))
     with pytest.raises(RuntimeError, match="another recipe.*neither reused nor resumed"):
-        compare_activations([PWLU_CONFIG], [0], str(tmp_path))
+        compare_activations([PWLU_CONFIG], [0], str(tmp_path), launch=_never_launched)
     # The same recipe is reused as it is.
-    rows = compare_activations([PWLU_CONFIG], [0], str(tmp_path), ["MODEL.PWLU.LR_FACTOR", "3.0"])
+    opts = ["MODEL.PWLU.LR_FACTOR", "3.0"]
+    rows = compare_activations([PWLU_CONFIG], [0], str(tmp_path), opts, launch=_never_launched)
     assert rows[0]["config_sha"] == config_sha(saved)
+    assert rows[0]["activation"] == "PWLU" and rows[0]["parameters_added"] > 0
+
+
+def test_a_run_that_fails_is_an_error_and_a_diverged_run_a_result(tmp_path):
+    def crash(spec, opts, console):
+        console.write(b"ImportError: no module named nowhere\n")
+        return 1
+
+    with pytest.raises(RuntimeError, match=r"failed \(exit code 1\).*compare_console.txt"):
+        compare_activations([RELU_CONFIG], [0], str(tmp_path), launch=crash)
+
+    def diverge(spec, opts, console):
+        assert opts[-4:] == ["SEED", "0", "OUTPUT_DIR", spec.output_dir]
+        console.write(b"FloatingPointError: Loss became infinite or NaN at iteration=3!\n")
+        return 1
+
+    lines = []
+    (row,) = compare_activations(
+        [RELU_CONFIG], [0], str(tmp_path / "b"), launch=diverge, progress=lines.append
+    )
+    assert row["bbox_AP"] is None and row["diverged"].startswith("Loss became infinite")
+    assert any("recorded without AP" in line for line in lines)
+
+
+def test_parameters_added_are_those_of_the_activations():
+    from pwlu_det.engine.trainer import PWLUTrainer
+    from pwlu_det.layers import PWLU
+
+    assert parameters_added(RELU_CONFIG) == 0
+    model = PWLUTrainer.build_model(load_pwlu_config(PWLU_CONFIG, ["MODEL.DEVICE", "cpu"]))
+    units = [m for m in model.modules() if isinstance(m, PWLU)]
+    assert parameters_added(PWLU_CONFIG) == sum(p.numel() for m in units for p in m.parameters())
+    frozen = load_pwlu_config(PWLU_CONFIG, ["MODEL.PWLU.LR_FACTOR", "0.0"])
+    assert activation_label(frozen) == "PWLU (frozen)"
 
 
 def _row(config, activation, seed, box, mask, output_dir):
@@ -107,6 +149,7 @@ def _row(config, activation, seed, box, mask, output_dir):
         config=config, activation=activation, seed=seed, iterations=100, minutes=1.5,
         bbox_AP=box, bbox_AP50=box + 10, bbox_AP75=box - 1,
         segm_AP=mask, segm_AP50=mask + 10, segm_AP75=mask - 1, output_dir=str(output_dir),
+        parameters_added=1234 if activation == "PWLU" else 0,
     )  # fmt: skip
     return row
 
@@ -118,7 +161,7 @@ def test_reports_give_mean_and_std_over_seeds(tmp_path):
         _row("a_relu", "ReLU", 0, 5.0, 6.0, tmp_path),
         _row("a_relu", "ReLU", 1, 8.0, 6.0, tmp_path),
     ]
-    paths = write_reports(rows, str(tmp_path / "reports"), "compare --seeds 0 1")
+    paths = write_reports(rows, str(tmp_path / "reports"), "compare --seeds 0 1", "abc123")
     text = Path(paths["md"]).read_text()
     summary = {}  # the first table: one line per config
     for line in text.splitlines():
@@ -128,12 +171,12 @@ def test_reports_give_mean_and_std_over_seeds(tmp_path):
     assert "21.00 ± 1.41" in summary["a_pwlu"]  # mask AP
     assert "6.50 ± 2.12" in summary["a_relu"]  # box AP: std 3 / sqrt(2)
     assert "6.00 ± 0.00" in summary["a_relu"]
-    assert "compare --seeds 0 1" in text
+    assert summary["a_pwlu"].rstrip(" |").endswith("1,234")  # parameters added
+    assert "compare --seeds 0 1" in text and "Commit `abc123`" in text
     with open(paths["csv"], newline="") as f:
         table = list(csv.DictReader(f))
     assert [float(r["bbox_AP"]) for r in table] == [11.0, 13.0, 5.0, 8.0]
     assert set(CSV_COLUMNS) == set(table[0])
-    assert cv2.imread(paths["png"]) is not None
 
 
 @pytest.fixture(scope="module")
@@ -160,59 +203,64 @@ def subprocess_datasets(tmp_path_factory):
         MetadataCatalog.remove(name)
 
 
+def _compare(work, *args) -> tuple[list[str], list[dict]]:
+    """tools/compare_activations.py on the tiny splits: its progress lines and results.csv."""
+    result = run_tool(
+        "compare_activations.py", *args, "--config-file", PWLU_CONFIG, RELU_CONFIG,
+        "--results-dir", work / "reports", "--work-dir", work, *TINY_OPTS,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    with open(work / "reports" / "results.csv", newline="") as f:
+        return lines, list(csv.DictReader(f))
+
+
 @pytest.mark.slow
 def test_comparison_end_to_end_and_resumed_without_retraining(subprocess_datasets, tmp_path):
     work = tmp_path / "work"
-    lines = []
-    rows = compare_activations(
-        [PWLU_CONFIG, RELU_CONFIG], [0, 1], str(work), TINY_OPTS, progress=lines.append
-    )
+    lines, rows = _compare(work, "--seeds", "0", "1")
     assert [(r["activation"], r["seed"]) for r in rows] == [
-        ("PWLU", 0), ("ReLU", 0), ("PWLU", 1), ("ReLU", 1)
+        ("PWLU", "0"), ("ReLU", "0"), ("PWLU", "1"), ("ReLU", "1")
     ]  # fmt: skip
     assert len(lines) == 8 and lines[0].startswith("[1/4] mask_rcnn_R_18_FPN_pwlu seed 0")
     assert "3 runs left" in lines[0] and "all done" in lines[2]
     for row in rows:
-        assert row["iterations"] == 12 and row["minutes"] > 0
-        assert all(row[k] is not None for k in ("bbox_AP", "bbox_AP50", "segm_AP"))
+        assert row["iterations"] == "12" and float(row["minutes"]) > 0
+        assert all(row[k] for k in ("bbox_AP", "bbox_AP50", "segm_AP"))
     # The PWLU runs realigned after iteration 4; the ReLU runs have no realignment.
-    assert [r["realign_iteration"] for r in rows] == [3, None, 3, None]
-    assert rows[0]["realign_mean_bound_width"] > 0
+    assert [r["realign_iteration"] for r in rows] == ["3", "", "3", ""]
+    assert float(rows[0]["realign_mean_bound_width"]) > 0
     # Seeds differ, so the two PWLU runs trained differently.
-    metrics = [(Path(r["output_dir"]) / "metrics.json").read_text() for r in rows]
+    metrics = [(ROOT / r["output_dir"] / "metrics.json").read_text() for r in rows]
     assert metrics[0] != metrics[2]
     # The curves went to a PNG and into TensorBoard at each checkpoint (period 6).
-    curves = sorted(p.name for p in (Path(rows[0]["output_dir"]) / "pwlu_curves").iterdir())
+    curves = sorted(p.name for p in (ROOT / rows[0]["output_dir"] / "pwlu_curves").iterdir())
     assert curves == ["iter_0000005.png", "iter_0000011.png"]
-
-    paths = write_reports(rows, str(tmp_path / "reports"), "test")
-    assert all(Path(p).stat().st_size > 0 for p in paths.values())
+    reports = work / "reports"
+    assert "Commit `" in (reports / "results.md").read_text()
+    plot = cv2.imread(str(reports / "results.png"))
+    assert plot is not None and plot.std() > 10
 
     # Run again: every run is reused, nothing retrains.
-    stamps = [(Path(r["output_dir"]) / "model_final.pth").stat().st_mtime_ns for r in rows]
-    again_lines = []
-    again = compare_activations(
-        [PWLU_CONFIG, RELU_CONFIG], [0, 1], str(work), TINY_OPTS, progress=again_lines.append
-    )
+    stamps = [(ROOT / r["output_dir"] / "model_final.pth").stat().st_mtime_ns for r in rows]
+    again_lines, again = _compare(work, "--seeds", "0", "1")
     assert all("reused" in line for line in again_lines) and len(again_lines) == 4
     assert [r["bbox_AP"] for r in again] == [r["bbox_AP"] for r in rows]
-    assert stamps == [(Path(r["output_dir"]) / "model_final.pth").stat().st_mtime_ns for r in rows]
+    assert stamps == [(ROOT / r["output_dir"] / "model_final.pth").stat().st_mtime_ns for r in rows]
 
     # A run that stopped before it recorded its result resumes from its checkpoint: it is
     # evaluated again, not retrained.
-    run_dir = Path(rows[1]["output_dir"])
+    run_dir = ROOT / rows[1]["output_dir"]
     (run_dir / RUN_RESULT).unlink()
-    resumed = compare_activations(
-        [PWLU_CONFIG, RELU_CONFIG], [0], str(work), TINY_OPTS, progress=lambda _: None
-    )
+    _, resumed = _compare(work, "--seeds", "0")
     assert (run_dir / "metrics.json").read_text() == metrics[1]
-    assert resumed[1]["resumed"] is True and resumed[1]["bbox_AP"] == rows[1]["bbox_AP"]
+    assert resumed[1]["resumed"] == "True" and resumed[1]["bbox_AP"] == rows[1]["bbox_AP"]
     assert json.loads((run_dir / RUN_RESULT).read_text())["results"]["bbox"]["AP"] == pytest.approx(
-        rows[1]["bbox_AP"], abs=1e-3
+        float(rows[1]["bbox_AP"]), abs=1e-3
     )
 
     # The demo's pictures of a trained run are valid, non-trivial PNGs.
-    opts = [*TINY_OPTS, "OUTPUT_DIR", rows[0]["output_dir"]]
+    opts = [*TINY_OPTS, "OUTPUT_DIR", str(ROOT / rows[0]["output_dir"])]
     pictures = write_demo_pictures(PWLU_CONFIG, opts)
     assert [Path(p).name for p in pictures] == [
         "predictions.png", "pwlu_curves.png", "pwlu_curves_residual.png"

@@ -1,4 +1,4 @@
-"""Detectron2, as set up by tools/setup_env.py, trains and infers on CPU."""
+"""Detectron2, as set up by dev/setup_env.py, trains and infers on CPU."""
 
 import math
 

@@ -12,6 +12,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
+from tool_runs import run_tool
 from torch import nn
 
 from pwlu_det import add_pwlu_config, validate_pwlu_config
@@ -208,12 +209,11 @@ def test_key_mapping():
             torchvision_to_d2_key(key)
 
 
-def test_cli_writes_a_detectron2_pkl(tmp_path, capsys):
-    import convert_torchvision_to_d2  # tools/, on sys.path through conftest.py
-
+def test_cli_writes_a_detectron2_pkl(tmp_path):
     torchvision_model = torchvision_resnet(18)
     torch.save({"state_dict": torchvision_model.state_dict()}, tmp_path / "r18.pth")
-    convert_torchvision_to_d2.main([str(tmp_path / "r18.pth"), str(tmp_path / "r18.pkl")])
+    result = run_tool("convert_torchvision_to_d2.py", tmp_path / "r18.pth", tmp_path / "r18.pkl")
+    assert result.returncode == 0, result.stdout
 
     with open(tmp_path / "r18.pkl", "rb") as f:
         data = pickle.load(f)
@@ -223,7 +223,7 @@ def test_cli_writes_a_detectron2_pkl(tmp_path, capsys):
     assert not any(k.startswith("fc") or "layer" in k for k in model)
     assert "res2.0.shortcut.weight" not in model and "res3.0.shortcut.weight" in model
     assert np.array_equal(model["stem.conv1.norm.running_var"], torchvision_model.bn1.running_var)
-    assert 'MODEL.RESNETS.STRIDE_IN_1X1 "False"' in capsys.readouterr().out
+    assert 'MODEL.RESNETS.STRIDE_IN_1X1 "False"' in result.stdout
 
 
 def test_save_d2_pkl_refuses_names_detectron2_would_misread(tmp_path):

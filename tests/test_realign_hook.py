@@ -1,5 +1,5 @@
-"""The realignment hook in Detectron2's training loop: config, optimizer rules, momentum reset,
-resume equivalence and multi-process statistics."""
+"""The realignment hook in Detectron2's training loop: its place among the hooks, momentum
+reset, resume equivalence and multi-process statistics."""
 
 import json
 import logging
@@ -7,7 +7,6 @@ import types
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.engine import HookBase, hooks
 from detectron2.utils.events import EventStorage
 from tiny_training import (
@@ -20,65 +19,11 @@ from tiny_training import (
     tiny_cfg,
 )
 
-from pwlu_det import add_pwlu_config, validate_pwlu_config
-from pwlu_det.engine import PWLURealignHook, build_pwlu_optimizer, trainable_pwlus
+from pwlu_det.engine import PWLURealignHook, trainable_pwlus
 from pwlu_det.layers import Phase
 
 R = 4  # STATISTICS_ITERS of the tiny runs: realignment after iteration 3
 T = 10  # MAX_ITER
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "message"),
-    [
-        ("NUM_INTERVALS", 0, "an integer >= 1"),
-        ("GRANULARITY", "pixel", "one of"),
-        ("MOMENTUM", 1.5, r"in \[0, 1\)"),
-        ("BOUND_STD", 0.0, "> 0"),
-        ("STATISTICS_ITERS", -1, "an integer >= 0"),
-        ("REALIGN_MODE", "magic", "one of"),
-        ("WEIGHT_DECAY", -1.0, ">= 0"),
-        ("LR_FACTOR", -0.5, ">= 0"),
-        ("INIT_SHAPE", "gelu", "one of"),
-        ("DYNAMICS_PERIOD", -1, "an integer >= 0"),
-    ],
-)
-def test_bad_config_values_are_rejected_naming_the_key(key, value, message):
-    cfg = get_cfg()
-    add_pwlu_config(cfg)
-    validate_pwlu_config(cfg)  # the defaults are valid
-    cfg.MODEL.PWLU[key] = value
-    with pytest.raises(ValueError, match=f"MODEL.PWLU.{key} = .*{message}"):
-        validate_pwlu_config(cfg)
-
-
-def test_config_without_pwlu_keys_is_a_clear_error():
-    with pytest.raises(KeyError, match="add_pwlu_config"):
-        validate_pwlu_config(get_cfg())
-
-
-def test_optimizer_applies_pwlu_rules(tmp_path):
-    cfg = tiny_cfg(str(tmp_path), LR_FACTOR=0.5, WEIGHT_DECAY=0.0)
-    model = TinyPWLUNet()
-    optimizer = build_pwlu_optimizer(cfg, model)
-    pwlu_params = {p for _, m in trainable_pwlus(model) for p in m.parameters()}
-    seen = set()
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            seen.add(p)
-            if p in pwlu_params:
-                assert group["lr"] == pytest.approx(0.025) and group["weight_decay"] == 0.0
-            else:
-                assert group["lr"] == pytest.approx(0.05) and group["weight_decay"] == 1e-4
-    assert pwlu_params <= seen
-    assert not any(p in seen for p in model.frozen_act.parameters())
-
-
-def test_optimizer_refuses_ambiguous_parameter_names(tmp_path):
-    model = TinyPWLUNet()
-    model.conv1.register_parameter("heights", torch.nn.Parameter(torch.zeros(1)))
-    with pytest.raises(ValueError, match="conv1.heights"):
-        build_pwlu_optimizer(tiny_cfg(str(tmp_path)), model)
 
 
 def test_hook_sits_before_the_checkpointer(tmp_path):

@@ -9,9 +9,11 @@ import tarfile
 from pathlib import Path
 
 import detectron2
-import detectron2_compat
 import pytest
-import setup_env
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dev"))  # the set-up scripts
+import detectron2_compat  # noqa: E402
+import setup_env  # noqa: E402
 
 setup_env.use_venv(Path(sys.prefix))  # the environment running the tests
 SDIST = setup_env.DOWNLOADS / setup_env.D2_SDIST_NAME

@@ -12,6 +12,7 @@ from test_compare_activations import (  # noqa: F401  (subprocess_datasets: a fi
     TINY_OPTS,
     subprocess_datasets,
 )
+from tool_runs import run_tool
 
 from pwlu_det.engine import sweep
 from pwlu_det.engine.compare import CSV_COLUMNS
@@ -132,19 +133,32 @@ def test_tie_seeds_go_to_the_two_best_points_of_close_configs_only(monkeypatch, 
 
 @pytest.mark.slow
 def test_a_tiny_sweep_end_to_end(subprocess_datasets, tmp_path):  # noqa: F811
-    opts = TINY_OPTS  # evaluated on a tiny tuning split of their own, not shapes_val
-    points = parse_grid(["SOLVER.BASE_LR=0.01,0.02,1e30"])
-    lines = []
-    rows = run_sweep([RELU_CONFIG], points, [0], str(tmp_path), opts, progress=lines.append)
-    assert [r["point"] for r in rows] == [p.label for p in points]
+    def sweep_tool() -> tuple[str, list[dict]]:
+        # evaluated on a tiny tuning split of its own, not shapes_val
+        result = run_tool(
+            "compare_activations.py", "--grid", "SOLVER.BASE_LR=0.01,0.02,1e30",
+            "--tune-set", "shapes_cmp_val", "--seeds", "0", "--tie-seeds",
+            "--config-file", RELU_CONFIG,
+            "--work-dir", tmp_path, *TINY_OPTS,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:]
+        with open(tmp_path / "sweep.csv", newline="") as f:
+            return result.stdout, list(csv.DictReader(f))
+
+    output, rows = sweep_tool()
+    assert [r["point"] for r in rows] == [
+        "SOLVER.BASE_LR=0.01", "SOLVER.BASE_LR=0.02", "SOLVER.BASE_LR=1e30"
+    ]  # fmt: skip
     assert len({r["output_dir"] for r in rows}) == 3
     # A point whose loss diverges is a result (no AP), not the end of the sweep.
-    assert all(r["bbox_AP"] is not None and r["diverged"] is None for r in rows[:2])
-    assert rows[2]["bbox_AP"] is None and "NaN" in rows[2]["diverged"]
-    assert any("diverged" in line for line in lines)
-    assert best_points(rows)["mask_rcnn_R_18_FPN_relu"] != "SOLVER.BASE_LR=1e30"
-    md = Path(write_sweep_reports(rows, str(tmp_path), "cmd")["md"]).read_text()
-    assert "diverged (n=1)" in md
+    assert all(r["bbox_AP"] and not r["diverged"] for r in rows[:2])
+    assert not rows[2]["bbox_AP"] and "NaN" in rows[2]["diverged"]
+    assert "diverged" in output and "diverged (n=1)" in (tmp_path / "sweep.md").read_text()
+    # The final run is the best point's, on the config's own test set.
+    with open(tmp_path / "results.csv", newline="") as f:
+        (final,) = csv.DictReader(f)
+    assert final["overrides"] in {rows[0]["point"], rows[1]["point"]}
     # Again: every run is reused, none retrained.
-    again = run_sweep([RELU_CONFIG], points, [0], str(tmp_path), opts, progress=lambda _: None)
+    output, again = sweep_tool()
+    assert "training in" not in output and "reused" in output
     assert [r["bbox_AP"] for r in again] == [r["bbox_AP"] for r in rows]

@@ -18,18 +18,33 @@ Examples::
 Every run trains into ``<work-dir>/<config name>/seed<k>`` (sweep runs into
 ``<work-dir>/sweep/<point>/<config name>/seed<k>``); a finished run is reused and an interrupted
 one resumes, so the same command continues a comparison. Trailing ``KEY VALUE`` arguments
-override every run's config. Writes results.csv, results.md and results.png, and with
-``--grid`` sweep.csv and sweep.md.
+override every run's config. Each run is train_net (``python -m pwlu_det.engine.cli``) in a
+child process, its console output in the run folder. Writes results.csv, results.md and
+results.png, and with ``--grid`` sweep.csv and sweep.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import shlex
+import statistics
+import subprocess
 import sys
+from collections.abc import Sequence
+from typing import IO
 
-from pwlu_det.engine.compare import compare_activations, write_reports
+from pwlu_det.engine.compare import (
+    Launcher,
+    RunSpec,
+    compare_activations,
+    rows_by_config,
+    run_metrics,
+    write_reports,
+)
 from pwlu_det.engine.sweep import parse_grid, run_best_points, run_sweep, write_sweep_reports
+from pwlu_det.utils.file_io import atomic_write
 
 #: The embedded comparison's rows: the fixed baselines, the learned activations the paper
 #: compared with (and ACON-C), PWLU frozen at its realigned Swish start (the ablation), PWLU.
@@ -80,6 +95,93 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def train_net_launcher(
+    num_gpus: int, num_machines: int, machine_rank: int, dist_url: str
+) -> Launcher:
+    """Each run is ``python -m pwlu_det.engine.cli --resume`` (train_net) in a child process."""
+
+    def launch(spec: RunSpec, opts: list[str], console: IO[bytes]) -> int:
+        command = [
+            sys.executable,
+            "-m",
+            "pwlu_det.engine.cli",
+            "--config-file",
+            spec.config_file,
+            "--resume",
+            "--num-gpus",
+            str(num_gpus),
+            "--num-machines",
+            str(num_machines),
+            "--machine-rank",
+            str(machine_rank),
+            "--dist-url",
+            dist_url,
+            *opts,
+        ]
+        return subprocess.call(command, stdout=console, stderr=subprocess.STDOUT)
+
+    return launch
+
+
+def git_commit() -> str:
+    """``git describe`` of the checkout this tool runs from, or "unknown"."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def plot_comparison(rows: Sequence[dict], path: str) -> None:
+    """``results.png``: box and mask AP per seed with the mean of each config, and every
+    run's total loss."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = rows_by_config(rows)
+    palette = [f"C{i % 10}" for i in range(len(groups))]
+    colors = dict(zip(groups, palette, strict=True))
+    fig = Figure(figsize=(15, 4.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    for ax, task, title in ((axes[0], "bbox", "box AP"), (axes[1], "segm", "mask AP")):
+        for x, (config, group) in enumerate(groups.items()):
+            values = [r[f"{task}_AP"] for r in group if r[f"{task}_AP"] is not None]
+            if not values:
+                continue
+            ax.scatter([x] * len(values), values, color=colors[config], zorder=3)
+            ax.hlines(statistics.fmean(values), x - 0.25, x + 0.25, color=colors[config], lw=2)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([g[0]["activation"] for g in groups.values()], rotation=30)
+        ax.set_title(f"{title} per seed (bar: mean)")
+        ax.grid(axis="y", alpha=0.3)
+    for config, group in groups.items():
+        for n, row in enumerate(group):
+            points = [
+                (m["iteration"], m["total_loss"])
+                for m in run_metrics(row["output_dir"])
+                if "total_loss" in m
+            ]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                label = config if n == 0 else None
+                axes[2].plot(xs, ys, color=colors[config], alpha=0.7, label=label)
+    axes[2].set_title("total loss (metrics.json)")
+    axes[2].set_xlabel("iteration")
+    axes[2].legend(fontsize=8)
+    axes[2].grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
 def _print_reports(paths: dict[str, str]) -> None:
     with open(paths["md"]) as f:
         print("\n" + f.read())
@@ -95,10 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     results_dir = args.results_dir or args.work_dir
     launch = {
-        "num_gpus": args.num_gpus,
-        "num_machines": args.num_machines,
+        "launch": train_net_launcher(
+            args.num_gpus, args.num_machines, args.machine_rank, args.dist_url
+        ),
         "machine_rank": args.machine_rank,
-        "dist_url": args.dist_url,
         "progress": lambda line: print(line, flush=True),
     }
     if args.grid:
@@ -125,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.machine_rank != 0:
         return 0
-    _print_reports(write_reports(rows, results_dir, command))
+    paths = write_reports(rows, results_dir, command, commit=git_commit())
+    paths["png"] = os.path.join(results_dir, "results.png")
+    plot_comparison(rows, paths["png"])
+    _print_reports(paths)
     return 0
 
 

@@ -1,11 +1,12 @@
-"""Activation comparison: train several configs over several seeds, then tabulate their AP.
+"""Activation comparison: the runs of several configs over several seeds, and their AP tables.
 
-Every run is ``tools/train_net.py`` itself (``python -m pwlu_det.engine.cli``, in its own
-process), with ``SEED k`` and its own ``OUTPUT_DIR`` (``<work_dir>/<config stem>/seed<k>``).
-A run whose :data:`RUN_RESULT` file exists is finished and reused as it is; any other run is
-started with ``--resume``, so an interrupted one continues from its last checkpoint. A run
-folder whose ``config.yaml`` holds another recipe than the one asked for is refused, neither
-reused nor resumed. The reports (:func:`write_reports`) are rebuilt from the run folders.
+Every run is one training of a config with ``SEED k`` into its own ``OUTPUT_DIR``
+(``<work_dir>/<config stem>/seed<k>``), started by a :data:`Launcher` that the caller gives
+(``tools/compare_activations.py`` runs train_net in a child process). A run whose
+:data:`RUN_RESULT` file exists is finished and reused as it is; any other run is launched to
+resume, so an interrupted one continues from its last checkpoint. A run folder whose
+``config.yaml`` holds another recipe than the one asked for is refused, neither reused nor
+resumed. The reports (:func:`write_reports`) are rebuilt from the run folders.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import logging
 import math
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import IO
 
 from pwlu_det.utils.file_io import atomic_write
 from pwlu_det.utils.machine import MACHINE_KEYS, describe_machine, machine_info
@@ -33,11 +34,16 @@ from .cli import FINAL_RESULTS
 __all__ = [
     "CSV_COLUMNS",
     "RUN_RESULT",
+    "Launcher",
     "RunSpec",
+    "activation_label",
     "compare_activations",
     "config_sha",
     "mean_std",
+    "parameters_added",
     "plan_runs",
+    "rows_by_config",
+    "run_metrics",
     "write_reports",
     "write_rows_csv",
 ]
@@ -64,6 +70,7 @@ CSV_COLUMNS = (
     "segm_AP50",
     "segm_AP75",
     "minutes",
+    "parameters_added",
     "resumed",
     "realign_iteration",
     "realign_mean_bound_width",
@@ -101,6 +108,13 @@ class RunSpec:
     def finished(self) -> bool:
         """Whether the run left its :data:`RUN_RESULT`."""
         return os.path.isfile(os.path.join(self.output_dir, RUN_RESULT))
+
+
+#: Trains one run: ``launch(spec, opts, console)`` trains ``spec.config_file`` with the
+#: overrides ``opts`` (which end with ``SEED`` and ``OUTPUT_DIR``), resuming from the last
+#: checkpoint in ``spec.output_dir`` if there is one, writes the console output to ``console``
+#: and returns the exit status (Detectron2's FloatingPointError on divergence is not 0).
+Launcher = Callable[["RunSpec", list[str], IO[bytes]], int]
 
 
 def plan_runs(config_files: Sequence[str], seeds: Sequence[int], work_dir: str) -> list[RunSpec]:
@@ -160,7 +174,7 @@ def _record(output_dir: str, seconds: float, diverged: str | None = None) -> Non
 def _realign_record(output_dir: str) -> dict:
     """The realignment scalars in ``metrics.json`` (None when the run has none)."""
     record: dict = dict.fromkeys(["realign_iteration", *_REALIGN_SCALARS.values()])
-    for entry in _metrics(output_dir):
+    for entry in run_metrics(output_dir):
         if "pwlu/mean_bound_width" in entry:
             record["realign_iteration"] = entry.get("iteration")
             for key, column in _REALIGN_SCALARS.items():
@@ -169,7 +183,7 @@ def _realign_record(output_dir: str) -> dict:
     return record
 
 
-def _metrics(output_dir: str) -> list[dict]:
+def run_metrics(output_dir: str) -> list[dict]:
     """The records of ``metrics.json`` (Detectron2 writes one JSON object a line)."""
     path = os.path.join(output_dir, "metrics.json")
     if not os.path.isfile(path):
@@ -226,6 +240,37 @@ def _check_same_recipe(spec: RunSpec, opts: Sequence[str]) -> None:
         )
 
 
+def activation_label(cfg) -> str:
+    """The activation of a config as the reports name it: ``MODEL.ACTIVATION.NAME``, and
+    "PWLU (frozen)" for PWLU units that do not train (``MODEL.PWLU.LR_FACTOR`` 0)."""
+    name = cfg.MODEL.ACTIVATION.NAME
+    return f"{name} (frozen)" if name == "PWLU" and cfg.MODEL.PWLU.LR_FACTOR == 0 else name
+
+
+def _parameter_count(cfg) -> int:
+    from pwlu_det.engine.trainer import PWLUTrainer
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    return sum(p.numel() for p in PWLUTrainer.build_model(cfg).parameters())
+
+
+@lru_cache(maxsize=64)
+def _parameters_added(config_file: str, opts: tuple[str, ...]) -> int:
+    from pwlu_det.config import load_pwlu_config
+
+    cfg = load_pwlu_config(config_file, list(opts))
+    relu = load_pwlu_config(config_file, [*opts, "MODEL.ACTIVATION.NAME", "ReLU"])
+    return _parameter_count(cfg) - _parameter_count(relu)
+
+
+def parameters_added(config_file: str, opts: Sequence[str] = ()) -> int:
+    """Parameters the config's activations add to its model: its parameter count less that of
+    the same config with ReLU (PWLU's heights and slopes, FReLU's convolutions and norms...)."""
+    return _parameters_added(config_file, tuple(opts))
+
+
 def _row(spec: RunSpec, opts: Sequence[str], resumed: bool) -> dict:
     from pwlu_det.config import load_pwlu_config
 
@@ -235,10 +280,11 @@ def _row(spec: RunSpec, opts: Sequence[str], resumed: bool) -> dict:
     results = stored["results"]
     row = {
         "config": spec.label,
-        "activation": cfg.MODEL.ACTIVATION.NAME,
+        "activation": activation_label(cfg),
         "seed": spec.seed,
         "iterations": cfg.SOLVER.MAX_ITER,
         "minutes": round(stored["seconds"] / 60, 2),
+        "parameters_added": parameters_added(spec.config_file, opts),
         "resumed": resumed,
         "config_sha": config_sha(cfg),
         "output_dir": spec.output_dir,
@@ -266,10 +312,9 @@ def compare_activations(
     seeds: Sequence[int],
     work_dir: str,
     opts: Sequence[str] = (),
-    num_gpus: int = 1,
-    num_machines: int = 1,
+    *,
+    launch: Launcher,
     machine_rank: int = 0,
-    dist_url: str = "auto",
     progress: Callable[[str], None] = logger.info,
 ) -> list[dict]:
     """Train (or reuse) every run of ``config_files`` x ``seeds``; returns one row per run.
@@ -279,7 +324,9 @@ def compare_activations(
         seeds: values of ``SEED`` (one run of every config per seed).
         work_dir: parent of the runs' OUTPUT_DIRs.
         opts: ``KEY VALUE ...`` overrides applied to every run (before SEED and OUTPUT_DIR).
-        num_gpus, num_machines, machine_rank, dist_url: as for ``tools/train_net.py``.
+        launch: trains one run (see :data:`Launcher`).
+        machine_rank: this machine's rank in a multi-machine launch: only machine 0 records
+            the runs and returns rows.
         progress: called with one line per run (which run, its ETA, runs left).
 
     Returns:
@@ -301,31 +348,11 @@ def compare_activations(
             f"{head}: {state} in {spec.output_dir}; {_eta_text(minutes, left + 1)}; "
             f"{left} runs left after it"
         )
-        command = [
-            sys.executable,
-            "-m",
-            "pwlu_det.engine.cli",
-            "--config-file",
-            spec.config_file,
-            "--resume",
-            "--num-gpus",
-            str(num_gpus),
-            "--num-machines",
-            str(num_machines),
-            "--machine-rank",
-            str(machine_rank),
-            "--dist-url",
-            dist_url,
-            *opts,
-            "SEED",
-            str(spec.seed),
-            "OUTPUT_DIR",
-            spec.output_dir,
-        ]
         start = time.perf_counter()
         os.makedirs(spec.output_dir, exist_ok=True)
         with open(os.path.join(spec.output_dir, RUN_CONSOLE), "ab") as console:
-            code = subprocess.call(command, stdout=console, stderr=subprocess.STDOUT)
+            run_opts = [*opts, "SEED", str(spec.seed), "OUTPUT_DIR", spec.output_dir]
+            code = launch(spec, run_opts, console)
         seconds = time.perf_counter() - start
         diverged = _divergence(spec.output_dir) if code != 0 else None
         if code != 0 and diverged is None:
@@ -365,31 +392,18 @@ def _fmt(mean: float, std: float) -> str:
     return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=os.path.dirname(os.path.abspath(__file__)),
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip()
-
-
-def _by_config(rows: Sequence[dict]) -> dict[str, list[dict]]:
+def rows_by_config(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    """``rows`` grouped by their config, in order of first appearance."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(row["config"], []).append(row)
     return groups
 
 
-def _markdown(rows: Sequence[dict], command: str) -> str:
+def _markdown(rows: Sequence[dict], command: str, commit: str) -> str:
     from tabulate import tabulate
 
-    groups = _by_config(rows)
+    groups = rows_by_config(rows)
     metric_names = [f"{t}_{k}" for t in ("bbox", "segm") for k in _AP_KEYS]
     summary = []
     for config, group in groups.items():
@@ -398,12 +412,13 @@ def _markdown(rows: Sequence[dict], command: str) -> str:
             values = [r[name] for r in group if r[name] is not None]
             line.append(_fmt(*mean_std(values)) if values else "-")
         line.append(_fmt(*mean_std([r["minutes"] for r in group])))
+        line.append(f"{group[0]['parameters_added']:,}")
         summary.append(line)
     header = ["config", "activation", "seeds"]
     header += [
         f"{'box' if n.startswith('bbox') else 'mask'} {n.split('_')[1]}" for n in metric_names
     ]
-    header.append("minutes")
+    header += ["minutes", "parameters added"]
     per_seed = [
         [
             r["config"],
@@ -432,13 +447,14 @@ def _markdown(rows: Sequence[dict], command: str) -> str:
     parts = [
         "# Activation comparison",
         "",
-        f"Commit `{_git_commit()}`; command: `{command}`.",
+        f"Commit `{commit}`; command: `{command}`.",
         "",
         "Machine: "
         + "; ".join(sorted({describe_machine(r) for r in rows if r.get("cpu")}) or ["not recorded"])
         + ".",
         "",
-        "Mean ± sample standard deviation (n - 1) over seeds; COCO AP in percent.",
+        "Mean ± sample standard deviation (n - 1) over seeds; COCO AP in percent; minutes per "
+        "run; parameters the activations add to the ReLU model.",
         "",
         tabulate(summary, header, tablefmt="github"),
         "",
@@ -483,48 +499,6 @@ def _markdown(rows: Sequence[dict], command: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _plot(rows: Sequence[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = _by_config(rows)
-    colors = {c: plt.cm.tab10(i % 10) for i, c in enumerate(groups)}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, task, title in ((axes[0], "bbox", "box AP"), (axes[1], "segm", "mask AP")):
-        for x, (config, group) in enumerate(groups.items()):
-            values = [r[f"{task}_AP"] for r in group if r[f"{task}_AP"] is not None]
-            if not values:
-                continue
-            ax.scatter([x] * len(values), values, color=colors[config], zorder=3)
-            ax.hlines(statistics.fmean(values), x - 0.25, x + 0.25, color=colors[config], lw=2)
-        ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([g[0]["activation"] for g in groups.values()])
-        ax.set_title(f"{title} per seed (bar: mean)")
-        ax.grid(axis="y", alpha=0.3)
-    for config, group in groups.items():
-        for n, row in enumerate(group):
-            points = [
-                (m["iteration"], m["total_loss"])
-                for m in _metrics(row["output_dir"])
-                if "total_loss" in m
-            ]
-            if points:
-                xs, ys = zip(*points, strict=True)
-                ax = axes[2]
-                ax.plot(xs, ys, color=colors[config], alpha=0.7, label=config if n == 0 else None)
-    axes[2].set_title("total loss (metrics.json)")
-    axes[2].set_xlabel("iteration")
-    axes[2].legend(fontsize=8)
-    axes[2].grid(alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
-
-
 def write_rows_csv(rows: Sequence[dict], columns: Sequence[str], path: str) -> None:
     """Write ``rows`` as CSV with ``columns`` (others ignored), output folders relative."""
     text = io.StringIO()
@@ -535,15 +509,20 @@ def write_rows_csv(rows: Sequence[dict], columns: Sequence[str], path: str) -> N
     atomic_write(path, lambda f: f.write(text.getvalue().encode()))
 
 
-def write_reports(rows: Sequence[dict], results_dir: str, command: str) -> dict[str, str]:
-    """Write ``results.csv``, ``results.md`` and ``results.png`` into ``results_dir``.
+def write_reports(
+    rows: Sequence[dict], results_dir: str, command: str, commit: str = "unknown"
+) -> dict[str, str]:
+    """Write ``results.csv`` and ``results.md`` into ``results_dir``.
+
+    Args:
+        command: the command line that made the comparison, quoted in results.md.
+        commit: the code's version (e.g. ``git describe``), quoted in results.md.
 
     Returns:
-        ``{"csv": path, "md": path, "png": path}``.
+        ``{"csv": path, "md": path}``.
     """
     os.makedirs(results_dir, exist_ok=True)
-    paths = {ext: os.path.join(results_dir, f"results.{ext}") for ext in ("csv", "md", "png")}
+    paths = {ext: os.path.join(results_dir, f"results.{ext}") for ext in ("csv", "md")}
     write_rows_csv(rows, CSV_COLUMNS, paths["csv"])
-    atomic_write(paths["md"], lambda f: f.write(_markdown(rows, command).encode()))
-    _plot(rows, paths["png"])
+    atomic_write(paths["md"], lambda f: f.write(_markdown(rows, command, commit).encode()))
     return paths

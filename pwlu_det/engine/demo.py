@@ -14,9 +14,10 @@ import os
 import time
 from pathlib import Path
 
+from pwlu_det.model_zoo import documented_results_file, get_config_file
 from pwlu_det.utils.machine import describe_machine, machine_differences, machine_info
 
-from .cli import argument_parser, main, output_dir_of
+from . import cli
 
 __all__ = [
     "DEFAULT_DEMO_CONFIG",
@@ -27,13 +28,15 @@ __all__ = [
     "describe_outputs",
     "documented_result",
     "format_ap_table",
+    "main",
     "run_demo",
     "write_demo_pictures",
 ]
 
-DEFAULT_DEMO_CONFIG = "configs/Shapes/mask_rcnn_R_18_FPN_pwlu.yaml"
+#: The demo's config, as named in the repository's configs/ and installed in pwlu_det.model_zoo.
+DEFAULT_DEMO_CONFIG = "Shapes/mask_rcnn_R_18_FPN_pwlu.yaml"
 #: The measured comparison (``make compare``) that README quotes; the demo is one of its rows.
-DOCUMENTED_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks/results/shapes/results.csv"
+DOCUMENTED_RESULTS = documented_results_file()
 #: Largest |AP difference| (AP points) still reported as the documented result: the CSV rounds
 #: to 3 decimals.
 MATCH_TOLERANCE = 0.001
@@ -89,18 +92,20 @@ def parse_demo_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_demo(config_file: str = DEFAULT_DEMO_CONFIG, opts: list[str] | None = None) -> dict:
+def run_demo(config_file: str, opts: list[str] | None = None) -> dict:
     """Train ``config_file`` (resuming a run already in its OUTPUT_DIR), then evaluate.
 
     Returns:
         ``{"results": COCO AP dict, "output_dir": str, "seconds": float}``.
     """
-    args = argument_parser().parse_args(["--config-file", config_file, "--resume", *(opts or [])])
+    args = cli.argument_parser().parse_args(
+        ["--config-file", config_file, "--resume", *(opts or [])]
+    )
     start = time.perf_counter()
-    results = main(args)
+    results = cli.main(args)
     return {
         "results": results,
-        "output_dir": output_dir_of(args),
+        "output_dir": cli.output_dir_of(args),
         "seconds": time.perf_counter() - start,
     }
 
@@ -223,3 +228,35 @@ def describe_outputs(output_dir: str) -> list[str]:
     found = [name for name in wanted if os.path.exists(os.path.join(output_dir, name))]
     events = [n for n in os.listdir(output_dir) if n.startswith("events.out.tfevents")]
     return found + ([f"{len(events)} TensorBoard event file(s)"] if events else [])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``tools/demo.py`` and ``python -m pwlu_det.engine.demo``: train, evaluate, compare with
+    the documented row, draw. Paths (data, outputs) are relative to the working directory."""
+    opts = parse_demo_args(argv).opts
+    config_file = get_config_file(DEFAULT_DEMO_CONFIG)
+    outcome = run_demo(config_file, opts)
+    print(
+        f"\nPWLU Mask R-CNN R18-FPN on shapes_val ({DEFAULT_DEMO_CONFIG}), "
+        f"{outcome['seconds'] / 60:.1f} min:"
+    )
+    print(format_ap_table(outcome["results"]))
+    if opts:
+        print("\nConfig overrides given: not compared with the documented figures.")
+    else:
+        from pwlu_det.config import load_pwlu_config
+
+        seed = load_pwlu_config(config_file).SEED
+        _, message = compare_with_documented(outcome["results"], config_file, seed)
+        print(f"\nAP {message}")
+    print(
+        f"\nOutputs in {outcome['output_dir']}: "
+        + ", ".join(describe_outputs(outcome["output_dir"]))
+    )
+    print("Pictures:")
+    for path in write_demo_pictures(config_file, opts):
+        print(f"  {path}")
+
+
+if __name__ == "__main__":  # python -m pwlu_det.engine.demo: the same as tools/demo.py
+    main()

@@ -197,7 +197,7 @@ def run_sweep(
 
     Args:
         opts: overrides of every run (before the point's); they must name a tuning test set.
-        launch_kwargs: ``num_gpus`` etc., as for :func:`compare_activations`.
+        launch_kwargs: ``launch``, ``machine_rank``, as for :func:`compare_activations`.
 
     Returns:
         One row per run: the keys of ``compare_activations``' rows plus ``point``.

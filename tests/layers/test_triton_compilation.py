@@ -177,7 +177,7 @@ def _loop_ttir(i32_product_feeds: str) -> str:
 
 def test_ir_offset_check_finds_i32_products() -> None:
     """The TTIR offset checker flags what the 64-bit check must catch, and nothing else."""
-    from compile_triton_kernels import i32_offset_multiplies
+    from pwlu_det.layers.triton_offsets import i32_offset_multiplies
 
     checked, i32_offsets, multiplies = i32_offset_multiplies(_TTIR_I32_PRODUCT, ["x_ptr"])
     assert checked == 1 and i32_offsets == []  # the final offset is i64, yet it overflowed

@@ -8,7 +8,7 @@ Steps, each skipped when already done:
 3. install Detectron2 from one of these sources:
 
    - ``--detectron2-src PATH`` (``make setup DETECTRON2_SRC=PATH``): a Detectron2 source tree (a
-     clone) or a ``.tar.gz`` of one. It is copied, given the fixes ``tools/detectron2_compat.py``
+     clone) or a ``.tar.gz`` of one. It is copied, given the fixes ``dev/detectron2_compat.py``
      has for source trees, and installed with its C++ extension ``detectron2._C`` (built for
      the CPU; Detectron2's own rules add CUDA where a GPU and nvcc are present);
    - ``--detectron2-src v0.6``, the default for a new environment: the ``pb1-detectron2==0.6``
@@ -39,7 +39,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-import detectron2_compat  # tools/, beside this script (on sys.path when it runs)
+import detectron2_compat  # dev/, beside this script (on sys.path when it runs)
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
@@ -390,7 +390,7 @@ def install_detectron2(requested: str | None = None) -> None:
             log(f"keeping the detectron2 built from {requested} (that source is gone)")
             return
     source = detectron2_source(requested)
-    source["fixes"] = fingerprint(ROOT / "tools" / "detectron2_compat.py")
+    source["fixes"] = fingerprint(ROOT / "dev" / "detectron2_compat.py")
     stamp = Stamp("detectron2", json.dumps(source, sort_keys=True))
     if found and stamp.is_current():
         return
@@ -464,6 +464,8 @@ def project_modules() -> list[str]:
     """Every module of the ``pwlu_det`` package, by dotted name."""
     names = []
     for path in sorted((ROOT / "pwlu_det").rglob("*.py")):
+        if not (path.parent / "__init__.py").exists():  # data, e.g. model_zoo/configs/*.py
+            continue
         parts = path.relative_to(ROOT).with_suffix("").parts
         names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return names
