@@ -27,18 +27,6 @@ def count(module: nn.Module, kind: type) -> int:
     return sum(isinstance(m, kind) for m in module.modules())
 
 
-def test_config_inventory():
-    names = {str(p.relative_to(CONFIG_DIR)) for p in ALL_CONFIGS}
-    for arch, folder in (
-        ("mask_rcnn", "COCO-InstanceSegmentation"),
-        ("retinanet", "COCO-Detection"),
-    ):
-        for act in ("pwlu", "swish", "relu"):
-            assert f"{folder}/{arch}_R_50_FPN_1x_{act}.yaml" in names
-    shapes = ("pwlu", "pwlu_frozen", "swish", "relu", "prelu", "aconc", "frelu", "pau")
-    assert {f"Shapes/mask_rcnn_R_18_FPN_{act}.yaml" for act in shapes} <= names
-
-
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_every_config_parses_and_builds(path):
     cfg = load_cfg(path)
