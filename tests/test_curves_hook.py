@@ -59,3 +59,30 @@ def test_a_resumed_run_draws_the_curves_that_a_kill_lost(tmp_path):
     pngs = sorted(p.name for p in folder.iterdir())
     assert pngs == ["iter_0000001.png", "iter_0000003.png", "iter_0000004.png"]
     assert cv2.imread(str(folder / "iter_0000003.png")).std() > 5
+
+
+def test_the_curves_are_drawn_off_the_training_thread_and_failures_surface(tmp_path, monkeypatch):
+    import threading
+
+    from pwlu_det.engine import curves_hook
+
+    threads = []
+    plot = curves_hook.plot_pwlu_activations
+
+    def recording_plot(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return plot(*args, **kwargs)
+
+    monkeypatch.setattr(curves_hook, "plot_pwlu_activations", recording_plot)
+    cfg = tiny_cfg(str(tmp_path / "a"), max_iter=3, statistics_iters=1)
+    cfg.SOLVER.CHECKPOINT_PERIOD = 2
+    TinyTrainer(cfg).train()
+    assert len(threads) == 2 and all(name.startswith("pwlu_curves") for name in threads)
+
+    def failing_plot(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(curves_hook, "plot_pwlu_activations", failing_plot)
+    cfg.OUTPUT_DIR = str(tmp_path / "b")
+    with pytest.raises(OSError, match="disk full"):
+        TinyTrainer(cfg).train()
