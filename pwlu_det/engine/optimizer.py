@@ -116,6 +116,7 @@ def keep_bounds_apart(optimizer: torch.optim.Optimizer, model: nn.Module) -> Rem
     ]
 
     def project(*_) -> None:
-        project_bounds(units)
+        with torch.profiler.record_function("pwlu/project_bounds"):
+            project_bounds(units)
 
     return optimizer.register_step_post_hook(project)
