@@ -295,6 +295,20 @@ def test_cpp_float32_forward_is_the_same_in_every_layout(isa, case):
     torch.testing.assert_close(other, y, rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("num_intervals", [1, 5, 16, 30, 31])
+def test_cpp_float32_long_runs_match_reference(isa, num_intervals):
+    # Runs of 2 * 1024 + 37 elements of one channel: the AVX-512 backward's staged blocks and
+    # its masked tail, with bin counts (N + 2) below, at and past its groups of 6 bins and its
+    # limit of 32 bins (N = 31: the fallback loop), and NaN and infinities inside the runs.
+    params = make_params(3, num_intervals, dtype=torch.float32, seed=21)
+    gen = torch.Generator().manual_seed(22)
+    x = torch.rand((2, 3, 2085), generator=gen) * 7.0 - 3.5  # beyond both bounds too
+    x.view(-1)[[5, 1500, -4]] = float("nan")
+    x.view(-1)[[7, -2]] = float("inf")
+    x.view(-1)[[9, 3000]] = -float("inf")
+    _compare(x, params, 1, torch.float32, rtol=1e-4, atol=2e-3, equal_nan=True)
+
+
 def test_cpp_float32_chunks_start_mid_row(isa):
     # 1801 x 37 elements split into two chunks (of at least 2**15 elements, one per thread)
     # at element 33318, channel 18 of a row: the interleaved loop starts mid-row.
