@@ -57,6 +57,10 @@ void check_inputs(
 // with interleaved channels the same values as arrays for the vector loops (UnitArrays).
 template <typename T>
 struct UnitTables {
+  // The parameters in double precision, bounds rounded to T as the kernels compare with them:
+  // left_bound, right_bound, left_slope, right_slope (units each), then the heights (units,
+  // N + 1). The closed-form parameter gradients read them.
+  std::vector<double> params;
   std::vector<T> slope;      // (units, N + 2)
   std::vector<T> intercept;  // (units, N + 2)
   std::vector<kernels::Unit<T>> units;
@@ -90,7 +94,8 @@ const UnitTables<T>& make_tables(
   const int64_t bins = n + 2;
   TORCH_CHECK(units * bins <= INT32_MAX, "pwlu: too many parameters (", units, " units of ",
               n, " intervals)");
-  thread_local std::vector<double> params;  // bl, br, kl, kr (units each), then heights
+  thread_local UnitTables<T> tables;
+  std::vector<double>& params = tables.params;
   params.resize(units * (n + 5));
   double* bl = params.data();
   double* br = bl + units;
@@ -102,8 +107,6 @@ const UnitTables<T>& make_tables(
   read_doubles(left_slope, kl);
   read_doubles(right_slope, kr);
   read_doubles(heights, y);
-
-  thread_local UnitTables<T> tables;
   tables.slope.resize(units * bins);
   tables.intercept.resize(units * bins);
   tables.units.resize(units);
@@ -111,6 +114,8 @@ const UnitTables<T>& make_tables(
     // The bounds as the compute type sees them (the reference compares against these).
     const T left = static_cast<T>(bl[p]);
     const T right = static_cast<T>(br[p]);
+    bl[p] = left;  // as the kernels see them
+    br[p] = right;
     TORCH_CHECK_VALUE(right > left, "pwlu: right_bound must exceed left_bound, unit ", p,
                 " has left_bound=", left, ", right_bound=", right);
     const double* h = y + p * (n + 1);
@@ -202,31 +207,34 @@ void forward_impl(const at::Tensor& x, at::Tensor& y, const UnitTables<T>& table
   });
 }
 
-// Fills grad_x and returns the per-bin sums, shape (units, 2, N + 2), in double, reduced over
+// Fills grad_x and `sums` with the per-bin sums, (units, 2, N + 2) in double, reduced over
 // chunks in a fixed order (the result does not depend on thread scheduling).
 template <typename T>
-at::Tensor backward_impl(
-    const at::Tensor& g, const at::Tensor& x, at::Tensor& gx, const UnitTables<T>& tables,
-    Runs runs, int64_t bins) {
+void backward_impl(const at::Tensor& g, const at::Tensor& x, at::Tensor& gx,
+                   const UnitTables<T>& tables, Runs runs, int64_t bins,
+                   std::vector<double>& sums) {
   const T* xp = x.data_ptr<T>();
   const T* gp = g.data_ptr<T>();
   T* gxp = gx.data_ptr<T>();
   const int64_t numel = x.numel();
   const int64_t units = runs.units;
+  const int64_t per_chunk = units * 2 * bins;
   const int64_t chunks = num_chunks(numel);
-  auto partial = at::zeros({chunks, units, 2, bins}, at::kDouble);
-  double* pp = partial.data_ptr<double>();
+  thread_local std::vector<double> partial;
+  partial.assign(chunks * per_chunk, 0.0);
+  double* pp = partial.data();
   at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
     for (int64_t c = first; c < last; ++c) {
-      double* chunk_sums = pp + c * units * 2 * bins;
+      double* chunk_sums = pp + c * per_chunk;
       const int64_t begin = numel * c / chunks, end = numel * (c + 1) / chunks;
       if (runs.interleaved()) {
-        std::vector<kernels::BinSums> sums(units);
+        std::vector<kernels::BinSums> unit_sums(units);
         for (int64_t u = 0; u < units; ++u) {
-          sums[u] = kernels::BinSums{chunk_sums + u * 2 * bins, chunk_sums + u * 2 * bins + bins};
+          unit_sums[u] =
+              kernels::BinSums{chunk_sums + u * 2 * bins, chunk_sums + u * 2 * bins + bins};
         }
         kernels::backward_interleaved<T>(xp + begin, gp + begin, gxp + begin, end - begin, begin,
-                                         tables.arrays(), sums.data());
+                                         tables.arrays(), unit_sums.data());
         continue;
       }
       runs.for_each(begin, end,
@@ -238,7 +246,62 @@ at::Tensor backward_impl(
                     });
     }
   });
-  return partial.sum(0);
+  sums.assign(per_chunk, 0.0);
+  for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t k = 0; k < per_chunk; ++k) sums[k] += pp[c * per_chunk + k];
+  }
+}
+
+// Closed-form parameter gradients from the per-bin sums (see docs/pwlu_math.md): in interval i,
+// t = (i + u) / N, so sum(g * t) = (i * S0 + S1) / N. `params` as in UnitTables; writes
+// (units) left bound, right bound, left slope and right slope gradients, then (units, N + 1)
+// height gradients, into `out`.
+void parameter_gradients(const std::vector<double>& params, const std::vector<double>& sums,
+                         int64_t units, int64_t n, std::vector<double>& out) {
+  const int64_t bins = n + 2;
+  const double* bl = params.data();
+  const double* br = bl + units;
+  const double* kl = br + units;
+  const double* kr = kl + units;
+  const double* heights = kr + units;
+  out.assign(units * (n + 5), 0.0);
+  double* g_bl = out.data();
+  double* g_br = g_bl + units;
+  double* g_kl = g_br + units;
+  double* g_kr = g_kl + units;
+  double* g_y = g_kr + units;
+  for (int64_t p = 0; p < units; ++p) {
+    const double* s0 = sums.data() + p * 2 * bins;
+    const double* s1 = s0 + bins;
+    const double* h = heights + p * (n + 1);
+    double* gy = g_y + p * (n + 1);
+    const double scale = static_cast<double>(n) / (br[p] - bl[p]);
+    double gl = -kl[p] * s0[0], gr = -kr[p] * s0[n + 1];
+    gy[0] += s0[0];
+    gy[n] += s0[n + 1];
+    for (int64_t i = 0; i < n; ++i) {
+      const double k = (h[i + 1] - h[i]) * scale;
+      const double g_t = (static_cast<double>(i) * s0[i + 1] + s1[i + 1]) / n;
+      gy[i] += s0[i + 1] - s1[i + 1];
+      gy[i + 1] += s1[i + 1];
+      gl -= k * (s0[i + 1] - g_t);
+      gr -= k * g_t;
+    }
+    g_bl[p] = gl;
+    g_br[p] = gr;
+    g_kl[p] = s1[0];
+    g_kr[p] = s1[n + 1];
+  }
+}
+
+// A tensor like `like` (its dtype, `sizes`) holding values[0 .. numel).
+at::Tensor tensor_of(const double* values, const at::Tensor& like, at::IntArrayRef sizes) {
+  at::Tensor out = at::empty(sizes, like.options().memory_format(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "pwlu_grad", [&] {
+    scalar_t* o = out.data_ptr<scalar_t>();
+    for (int64_t k = 0; k < out.numel(); ++k) o[k] = static_cast<scalar_t>(values[k]);
+  });
+  return out;
 }
 
 }  // namespace
@@ -278,58 +341,26 @@ pwlu_backward_cpu(
   at::Tensor g = grad_y.to(type);
   if (g.strides() != xc.strides()) g = at::empty_like(xc).copy_(g);
   at::Tensor gx = at::empty_like(xc);
-  at::Tensor sums = at::zeros({units, 2, bins}, at::kDouble);
-  if (x.numel() > 0) {
+  // Per thread, reused: the per-bin sums and the parameter gradients, in double.
+  thread_local std::vector<double> sums, grads;
+  AT_DISPATCH_FLOATING_TYPES(type, "pwlu_backward_cpu", [&] {
     const Runs runs = runs_of(xc, units, channel_dim);
-    AT_DISPATCH_FLOATING_TYPES(type, "pwlu_backward_cpu", [&] {
-      const auto& tables =
-          make_tables<scalar_t>(left_bound, right_bound, heights, left_slope, right_slope,
-                                runs.interleaved());
-      sums = backward_impl<scalar_t>(g, xc, gx, tables, runs, bins);
-    });
-  }
-
-  // Closed-form parameter gradients from the per-bin sums (see docs/pwlu_math.md): in interval i,
-  // t = (i + u) / N, so sum(g * t) = (i * S0 + S1) / N.
-  const auto bl = left_bound.to(type).to(at::kDouble).contiguous();
-  const auto br = right_bound.to(type).to(at::kDouble).contiguous();
-  const auto kl = left_slope.to(at::kDouble).contiguous();
-  const auto kr = right_slope.to(at::kDouble).contiguous();
-  const auto y = heights.to(at::kDouble).contiguous();
-  auto g_bl = at::zeros({units}, at::kDouble), g_br = at::zeros({units}, at::kDouble);
-  auto g_kl = at::zeros({units}, at::kDouble), g_kr = at::zeros({units}, at::kDouble);
-  auto g_y = at::zeros({units, n + 1}, at::kDouble);
-  const double* s = sums.data_ptr<double>();
-  for (int64_t p = 0; p < units; ++p) {
-    const double* s0 = s + p * 2 * bins;
-    const double* s1 = s0 + bins;
-    const double* h = y.data_ptr<double>() + p * (n + 1);
-    double* gy = g_y.data_ptr<double>() + p * (n + 1);
-    const double b_l = bl.data_ptr<double>()[p], b_r = br.data_ptr<double>()[p];
-    const double k_l = kl.data_ptr<double>()[p], k_r = kr.data_ptr<double>()[p];
-    const double scale = static_cast<double>(n) / (b_r - b_l);
-    double gl = -k_l * s0[0], gr = -k_r * s0[n + 1];
-    gy[0] += s0[0];
-    gy[n] += s0[n + 1];
-    for (int64_t i = 0; i < n; ++i) {
-      const double k = (h[i + 1] - h[i]) * scale;
-      const double g_t = (static_cast<double>(i) * s0[i + 1] + s1[i + 1]) / n;
-      gy[i] += s0[i + 1] - s1[i + 1];
-      gy[i + 1] += s1[i + 1];
-      gl -= k * (s0[i + 1] - g_t);
-      gr -= k * g_t;
+    const auto& tables = make_tables<scalar_t>(left_bound, right_bound, heights, left_slope,
+                                               right_slope, runs.interleaved() && x.numel() > 0);
+    if (x.numel() > 0) {
+      backward_impl<scalar_t>(g, xc, gx, tables, runs, bins, sums);
+    } else {
+      sums.assign(units * 2 * bins, 0.0);
     }
-    g_bl.data_ptr<double>()[p] = gl;
-    g_br.data_ptr<double>()[p] = gr;
-    g_kl.data_ptr<double>()[p] = s1[0];
-    g_kr.data_ptr<double>()[p] = s1[n + 1];
-  }
+    parameter_gradients(tables.params, sums, units, n, grads);
+  });
+  const double* out = grads.data();
   return {gx.to(x.scalar_type()),
-          g_bl.to(left_bound.scalar_type()),
-          g_br.to(right_bound.scalar_type()),
-          g_y.to(heights.scalar_type()),
-          g_kl.to(left_slope.scalar_type()),
-          g_kr.to(right_slope.scalar_type())};
+          tensor_of(out, left_bound, left_bound.sizes()),
+          tensor_of(out + units, right_bound, right_bound.sizes()),
+          tensor_of(out + 4 * units, heights, heights.sizes()),
+          tensor_of(out + 2 * units, left_slope, left_slope.sizes()),
+          tensor_of(out + 3 * units, right_slope, right_slope.sizes())};
 }
 
 }  // namespace pwlu_det
