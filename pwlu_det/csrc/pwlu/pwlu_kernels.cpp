@@ -226,63 +226,10 @@ __attribute__((target("avx512f"))) void forward_interleaved_avx512(
   }
 }
 
-// The backward of a long run with at most 32 bins: the slopes come from registers, and the
-// per-bin sums from one-hot masked adds (bins x 2 vector ops per 16 elements, no scalar code).
-// Elements are staged in blocks of kBlock (their bin, g and g * w), then each group of
-// kBinGroup bins accumulates the block into 2 * kBinGroup float vectors held in registers,
-// reduced into the double sums once per block (64 float terms per lane at most).
-constexpr int64_t kBlock = 1024;
-constexpr int kBinGroup = 6;
-
-__attribute__((target("avx512f"))) void backward_onehot_avx512(
-    const float* x, const float* g, float* gx, int64_t n, const Unit<float>& unit,
-    BinSums sums) {
-  const int32_t bins = static_cast<int32_t>(unit.num_intervals + 2);
-  const TableAvx512 slopes = load_table_avx512(unit.slope, bins);
-  alignas(64) int32_t block_bin[kBlock];
-  alignas(64) float block_g[kBlock];
-  alignas(64) float block_gw[kBlock];
-  for (int64_t start = 0; start < n; start += kBlock) {
-    const int64_t vectors = (std::min(kBlock, n - start) + 15) / 16;
-    for (int64_t v = 0; v < vectors; ++v) {
-      const int64_t k = start + 16 * v;
-      // Lanes past n: x = g = 0, so a valid bin and nothing added.
-      const __mmask16 lanes = first_lanes(std::min<int64_t>(16, n - k));
-      const __m512 vx = _mm512_maskz_loadu_ps(lanes, x + k);
-      const __m512 vg = _mm512_maskz_loadu_ps(lanes, g + k);
-      __m512 w;
-      const __m512i bin = _mm512_cvttps_epi32(bins_avx512(vx, unit, &w));
-      _mm512_mask_storeu_ps(gx + k, lanes, _mm512_mul_ps(vg, lookup_avx512(slopes, bin)));
-      _mm512_store_si512(block_bin + 16 * v, bin);
-      _mm512_store_ps(block_g + 16 * v, vg);
-      _mm512_store_ps(block_gw + 16 * v, _mm512_mul_ps(vg, w));
-    }
-    for (int32_t first = 0; first < bins; first += kBinGroup) {
-      __m512 sum_g[kBinGroup], sum_gw[kBinGroup];
-      for (int j = 0; j < kBinGroup; ++j) sum_g[j] = sum_gw[j] = _mm512_setzero_ps();
-      for (int64_t v = 0; v < vectors; ++v) {
-        const __m512i bin = _mm512_load_si512(block_bin + 16 * v);
-        const __m512 vg = _mm512_load_ps(block_g + 16 * v);
-        const __m512 vgw = _mm512_load_ps(block_gw + 16 * v);
-        for (int j = 0; j < kBinGroup; ++j) {  // bins past the last one match no lane
-          const __mmask16 hit = _mm512_cmpeq_epi32_mask(bin, _mm512_set1_epi32(first + j));
-          sum_g[j] = _mm512_mask_add_ps(sum_g[j], hit, sum_g[j], vg);
-          sum_gw[j] = _mm512_mask_add_ps(sum_gw[j], hit, sum_gw[j], vgw);
-        }
-      }
-      for (int j = 0; j < kBinGroup && first + j < bins; ++j) {
-        sums.sum_g[first + j] += static_cast<double>(_mm512_reduce_add_ps(sum_g[j]));
-        sums.sum_gw[first + j] += static_cast<double>(_mm512_reduce_add_ps(sum_gw[j]));
-      }
-    }
-  }
-}
-
 __attribute__((target("avx512f"))) void backward_avx512(
     const float* x, const float* g, float* gx, int64_t n, const Unit<float>& unit,
     BinSums sums) {
   if (n < kLongRun) return backward_scalar(x, g, gx, n, unit, sums);
-  if (unit.num_intervals + 2 <= 32) return backward_onehot_avx512(x, g, gx, n, unit, sums);
   SplitSums split(unit.num_intervals + 2);
   alignas(64) int32_t bins[16];
   alignas(64) float gs[16];
