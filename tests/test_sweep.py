@@ -133,19 +133,22 @@ def test_tie_seeds_go_to_the_two_best_points_of_close_configs_only(monkeypatch, 
 
 @pytest.mark.slow
 def test_a_tiny_sweep_end_to_end(subprocess_datasets, tmp_path):  # noqa: F811
-    def sweep_tool() -> tuple[str, list[dict]]:
+    def sweep_tool(*extra: str) -> tuple[str, list[dict]]:
         # evaluated on a tiny tuning split of its own, not shapes_val
         result = run_tool(
             "compare_activations.py", "--grid", "SOLVER.BASE_LR=0.01,0.02,1e30",
             "--tune-set", "shapes_cmp_val", "--seeds", "0", "--tie-seeds",
-            "--config-file", RELU_CONFIG,
+            "--config-file", RELU_CONFIG, *extra,
             "--work-dir", tmp_path, *TINY_OPTS,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout[-3000:]
         with open(tmp_path / "sweep.csv", newline="") as f:
             return result.stdout, list(csv.DictReader(f))
 
-    output, rows = sweep_tool()
+    # --sweep-only: the sweep and its reports, no final run.
+    output, rows = sweep_tool("--sweep-only")
+    assert not (tmp_path / "results.csv").exists()
+    assert not (tmp_path / Path(RELU_CONFIG).stem).exists()
     assert [r["point"] for r in rows] == [
         "SOLVER.BASE_LR=0.01", "SOLVER.BASE_LR=0.02", "SOLVER.BASE_LR=1e30"
     ]  # fmt: skip
@@ -154,11 +157,24 @@ def test_a_tiny_sweep_end_to_end(subprocess_datasets, tmp_path):  # noqa: F811
     assert all(r["bbox_AP"] and not r["diverged"] for r in rows[:2])
     assert not rows[2]["bbox_AP"] and "NaN" in rows[2]["diverged"]
     assert "diverged" in output and "diverged (n=1)" in (tmp_path / "sweep.md").read_text()
-    # The final run is the best point's, on the config's own test set.
+    # Without --sweep-only the same command reuses the sweep and trains the final run: the best
+    # point's, on the config's own test set.
+    output, again = sweep_tool()
+    assert "reused" in output and output.count("training in") == 1
+    assert [r["bbox_AP"] for r in again] == [r["bbox_AP"] for r in rows]
     with open(tmp_path / "results.csv", newline="") as f:
         (final,) = csv.DictReader(f)
     assert final["overrides"] in {rows[0]["point"], rows[1]["point"]}
     # Again: every run is reused, none retrained.
-    output, again = sweep_tool()
+    output, _ = sweep_tool()
     assert "training in" not in output and "reused" in output
-    assert [r["bbox_AP"] for r in again] == [r["bbox_AP"] for r in rows]
+
+
+def test_sweep_only_needs_a_grid(tmp_path):
+    result = run_tool(
+        "compare_activations.py", "--sweep-only", "--config-file", RELU_CONFIG,
+        "--work-dir", tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "--sweep-only needs --grid" in result.stdout
+    assert not any(tmp_path.iterdir())

@@ -91,6 +91,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="extra seeds for a config's two best points when they are within --tie-margin",
     )
     parser.add_argument("--tie-margin", type=float, default=2.0, help="box AP (default 2.0)")
+    parser.add_argument(
+        "--sweep-only",
+        action="store_true",
+        help="with --grid: stop after the sweep and its reports (a study on --tune-set)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
     return parser.parse_args(argv)
 
@@ -192,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.grid and args.num_machines > 1:
         raise SystemExit("compare: a --grid sweep runs on one machine (--num-machines 1)")
+    if args.sweep_only and not args.grid:
+        raise SystemExit("compare: --sweep-only needs --grid")
     command = shlex.join(
         ["tools/compare_activations.py", *(argv if argv is not None else sys.argv[1:])]
     )
@@ -218,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.machine_rank == 0:
             _print_reports(write_sweep_reports(sweep_rows, results_dir, command))
+        if args.sweep_only:
+            return 0
         rows = run_best_points(
             args.config_file, points, sweep_rows, args.seeds, args.work_dir, args.opts, **launch
         )
