@@ -6,7 +6,7 @@ VENV ?= .venv
 DETECTRON2_SRC ?=
 VENV_PY := $(VENV)/bin/python
 
-.PHONY: setup test demo compare lint clean gpu-check check-install
+.PHONY: setup test demo compare pretrain compare-pretrained lint clean gpu-check check-install
 
 setup:
 	@$(PYTHON) dev/setup_env.py --venv "$(VENV)" $(if $(DETECTRON2_SRC),--detectron2-src "$(DETECTRON2_SRC)")
@@ -34,6 +34,22 @@ COMPARE_GRID ?= SOLVER.BASE_LR=0.02,0.04,0.08
 compare: setup
 	$(VENV_PY) tools/compare_activations.py --grid $(COMPARE_GRID) \
 		--work-dir benchmarks/results/shapes/runs --results-dir benchmarks/results/shapes
+
+# From ReLU-pretrained weights (the COCO user's path, on a CPU proxy): pretrain the ReLU
+# ResNet-18 on the embedded classification data (output/pretrain_backbone/R-18.pkl, about
+# 11 min on 2 cores), then compare ReLU, Swish, PWLU (chosen recipe) and PWLU (old COCO
+# settings) fine-tuned from it: every config at 4 base LRs on shapes_tune, then each at its best
+# LR x seeds 0-2 on shapes_val. Runs go to benchmarks/results/shapes_pretrained/runs and resume.
+PRETRAINED_CONFIGS := $(foreach a,relu swish pwlu pwlu_old_coco,configs/ShapesPretrained/mask_rcnn_R_18_FPN_$(a).yaml)
+PRETRAINED_GRID ?= SOLVER.BASE_LR=0.0025,0.005,0.01,0.02
+pretrain: setup
+	$(VENV_PY) tools/pretrain_backbone.py
+
+compare-pretrained: pretrain
+	$(VENV_PY) tools/compare_activations.py --config-file $(PRETRAINED_CONFIGS) \
+		--grid $(PRETRAINED_GRID) --tie-seeds \
+		--work-dir benchmarks/results/shapes_pretrained/runs \
+		--results-dir benchmarks/results/shapes_pretrained
 
 # On a GPU machine: tests/triton on the GPU and the GPU benchmark (under 8 minutes), log in
 # $(GPU_CHECK_DIR)/gpu-check.log. A `python` with torch, Triton and pytest: no .venv, no C++

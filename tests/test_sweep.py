@@ -168,13 +168,3 @@ def test_a_tiny_sweep_end_to_end(subprocess_datasets, tmp_path):  # noqa: F811
     # Again: every run is reused, none retrained.
     output, _ = sweep_tool()
     assert "training in" not in output and "reused" in output
-
-
-def test_sweep_only_needs_a_grid(tmp_path):
-    result = run_tool(
-        "compare_activations.py", "--sweep-only", "--config-file", RELU_CONFIG,
-        "--work-dir", tmp_path,
-    )  # fmt: skip
-    assert result.returncode != 0
-    assert "--sweep-only needs --grid" in result.stdout
-    assert not any(tmp_path.iterdir())

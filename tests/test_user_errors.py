@@ -273,6 +273,22 @@ USER_ERRORS = {
         2,
         ["Error parsing override 'train.max_iter'"],
     ),
+    "comparison grid value": (
+        ["compare_activations.py", "--grid", "MODEL.PWLU.LR_FACTOR=100", "--sweep-only"]
+        + ["--config-file", SHAPES_YAML, "--work-dir", "{out}"],
+        2,
+        ["(10.0 vs. 100)", "MODEL.PWLU.LR_FACTOR"],
+    ),
+    "comparison grid axis": (
+        ["compare_activations.py", "--grid", "SOLVER.BASE_LR", "--work-dir", "{out}"],
+        2,
+        ["SOLVER.BASE_LR"],
+    ),
+    "sweep without grid": (
+        ["compare_activations.py", "--sweep-only", "--work-dir", "{out}"],
+        2,
+        ["--sweep-only needs --grid"],
+    ),
     "export request": (
         ["export_model.py", "--config-file", SHAPES_YAML, "--output", "{out}"]
         + ["--format", "onnx", "--export-method", "scripting", "MODEL.WEIGHTS", "{out}.pth"],

@@ -45,6 +45,13 @@ from pwlu_det.engine.compare import (
 )
 from pwlu_det.engine.sweep import parse_grid, run_best_points, run_sweep, write_sweep_reports
 from pwlu_det.utils.file_io import atomic_write
+from pwlu_det.utils.user_errors import (
+    USAGE,
+    UserError,
+    add_debug_argument,
+    exit_on_user_error,
+    user_errors,
+)
 
 #: The embedded comparison's rows: the fixed baselines, the learned activations the paper
 #: compared with (and ACON-C), PWLU frozen at its realigned Swish start (the ablation), PWLU.
@@ -97,6 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --grid: stop after the sweep and its reports (a study on --tune-set)",
     )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -195,13 +203,18 @@ def _print_reports(paths: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.grid and args.num_machines > 1:
-        raise SystemExit("compare: a --grid sweep runs on one machine (--num-machines 1)")
-    if args.sweep_only and not args.grid:
-        raise SystemExit("compare: --sweep-only needs --grid")
     command = shlex.join(
         ["tools/compare_activations.py", *(argv if argv is not None else sys.argv[1:])]
     )
+    return exit_on_user_error(lambda: run(args, command), debug=args.debug)
+
+
+def run(args: argparse.Namespace, command: str) -> int:
+    """The comparison (or sweep) that ``args`` asks for; ``command`` goes into the reports."""
+    if args.grid and args.num_machines > 1:
+        raise UserError("a --grid sweep runs on one machine (--num-machines 1)", USAGE)
+    if args.sweep_only and not args.grid:
+        raise UserError("--sweep-only needs --grid", USAGE)
     results_dir = args.results_dir or args.work_dir
     launch = {
         "launch": train_net_launcher(
@@ -211,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         "progress": lambda line: print(line, flush=True),
     }
     if args.grid:
-        points = parse_grid(args.grid)
+        with user_errors(ValueError, status=USAGE):
+            points = parse_grid(args.grid)
         tune_opts = [*args.opts, "DATASETS.TEST", f"('{args.tune_set}',)"]
         sweep_rows = run_sweep(
             args.config_file,
