@@ -23,6 +23,9 @@ def add_pwlu_config(cfg: CN) -> None:
     cfg.MODEL.ACTIVATION.NAME = "PWLU"
     # Where it is used: "backbone" (ResNet + FPN; heads keep ReLU) or "all" (backbone + heads).
     cfg.MODEL.ACTIVATION.SCOPE = "all"
+    # Whether the activations of the stages frozen by MODEL.BACKBONE.FREEZE_AT learn (their convs
+    # and norms stay frozen). False: a PWLU there stays exactly ReLU, as pretrained.
+    cfg.MODEL.ACTIVATION.LEARN_IN_FROZEN_STAGES = False
     cfg.MODEL.PWLU = CN()
     # N: number of uniform intervals between the bounds (paper default 16).
     cfg.MODEL.PWLU.NUM_INTERVALS = 16
@@ -81,6 +84,11 @@ def validate_pwlu_config(cfg: CN) -> None:
     if cfg.MODEL.ACTIVATION.SCOPE not in SCOPES:
         raise ValueError(
             f"MODEL.ACTIVATION.SCOPE = {cfg.MODEL.ACTIVATION.SCOPE!r} is invalid: one of {SCOPES}"
+        )
+    if not isinstance(cfg.MODEL.ACTIVATION.LEARN_IN_FROZEN_STAGES, bool):
+        raise ValueError(
+            "MODEL.ACTIVATION.LEARN_IN_FROZEN_STAGES = "
+            f"{cfg.MODEL.ACTIVATION.LEARN_IN_FROZEN_STAGES!r} is invalid: True or False"
         )
     c = cfg.MODEL.PWLU
     if not isinstance(c.NUM_INTERVALS, int) or c.NUM_INTERVALS < 1:

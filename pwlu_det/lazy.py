@@ -44,7 +44,15 @@ from pwlu_det.modeling.heads import ActFastRCNNConvFCHead, ActMaskRCNNConvUpsamp
 from pwlu_det.modeling.regnet import ActRegNet
 from pwlu_det.modeling.retinanet import ActRetinaNetHead
 
-__all__ = ["SWAPS", "lazy_activation", "lazy_target", "pwlu_cfg", "pwlu_options", "with_activation"]
+__all__ = [
+    "SWAPS",
+    "lazy_activation",
+    "lazy_learn_in_frozen_stages",
+    "lazy_target",
+    "pwlu_cfg",
+    "pwlu_options",
+    "with_activation",
+]
 
 _SECTIONS = ("ACTIVATION", "PWLU")
 
@@ -58,6 +66,10 @@ SWAPS: dict[type, tuple[type, str]] = {
     MaskRCNNConvUpsampleHead: (ActMaskRCNNConvUpsampleHead, "head"),
     RetinaNetHead: (ActRetinaNetHead, "head"),
 }
+
+
+#: Swapped backbones that take ``learn_in_frozen_stages`` (the ones with ``freeze_at``).
+_FREEZING = (ActResNet, ActRegNet)
 
 
 def pwlu_options(**values: Any) -> DictConfig:
@@ -126,6 +138,11 @@ def lazy_activation(options: Mapping, part: str) -> ActivationFactory:
     return activation_factory(pwlu_cfg(options), part)
 
 
+def lazy_learn_in_frozen_stages(options: Mapping) -> bool:
+    """``MODEL.ACTIVATION.LEARN_IN_FROZEN_STAGES`` of ``pwlu`` (for the swapped backbones)."""
+    return pwlu_cfg(options).MODEL.ACTIVATION.LEARN_IN_FROZEN_STAGES
+
+
 def lazy_target(node: DictConfig) -> Any:
     """The callable a lazy node's ``_target_`` names (located if it is a string)."""
     target = node._target_
@@ -158,8 +175,10 @@ def with_activation(model: DictConfig, options: str | Mapping = "${pwlu}") -> Di
                 cls, part = swap
                 node._target_ = cls
                 node.activation = L(lazy_activation)(options=options, part=part)
+                if cls in _FREEZING:
+                    node.learn_in_frozen_stages = L(lazy_learn_in_frozen_stages)(options=options)
                 swapped.append(cls.__name__)
-            keys = [k for k in node if k != "activation"]
+            keys = [k for k in node if k not in ("activation", "learn_in_frozen_stages")]
         elif isinstance(node, ListConfig):
             keys = range(len(node))
         else:

@@ -216,6 +216,20 @@ def test_regnet_frozen_stages_get_frozen_units():
         units = [m for m in getattr(model, part).modules() if isinstance(m, PWLU)]
         assert units and not any(p.requires_grad for u in units for p in u.parameters())
     assert all(p.requires_grad for p in model.s2.parameters())
+    model = ActRegNet(**_regnet(freeze_at=2), activation=factory, learn_in_frozen_stages=True)
+    units = [m for m in model.stem.modules() if isinstance(m, PWLU)]
+    assert units and all(p.requires_grad for u in units for p in u.parameters())
+    assert not any(p.requires_grad for p in model.stem.conv.parameters())
+
+
+def test_lazy_pwlu_options_let_units_in_frozen_stages_learn():
+    rel = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x_pwlu.py"
+    for learn in (False, True):
+        cfg = load(rel)
+        cfg.pwlu = pwlu_options(NAME="PWLU", LEARN_IN_FROZEN_STAGES=learn)
+        stem = instantiate(cfg.model).backbone.bottom_up.stem
+        assert stem.act.heights.requires_grad is learn
+        assert not stem.conv1.weight.requires_grad
 
 
 def _small(cfg, num_classes: int = 3):

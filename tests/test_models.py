@@ -11,6 +11,7 @@ from torch import nn
 from pwlu_det.config import load_pwlu_config
 from pwlu_det.data import make_synthetic_batch
 from pwlu_det.layers import ACTIVATION_LAYERS, PWLU
+from pwlu_det.lazy import pwlu_options
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 ALL_CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if not p.name.startswith("Base-"))
@@ -97,6 +98,32 @@ def test_frozen_stages_keep_exact_relu():
     )
     x = torch.randn(2, 64, 16, 16)
     assert torch.equal(bottom_up.stem.act(x), x.relu())
+
+
+def test_units_in_frozen_stages_learn_when_asked():
+    cfg = load_cfg(MASK_RCNN, "MODEL.ACTIVATION.LEARN_IN_FROZEN_STAGES", True)
+    bottom_up = build_model(cfg).backbone.bottom_up
+    frozen_stages = [bottom_up.stem, bottom_up.res2]
+    units = [m for part in frozen_stages for m in part.modules() if isinstance(m, PWLU)]
+    assert len(units) == 1 + 3 * 3
+    assert all(p.requires_grad for m in units for p in m.parameters())
+    # Their convs and norms stay frozen; the gradient reaches the stem's unit through them.
+    others = [
+        p
+        for part in frozen_stages
+        for name, p in part.named_parameters()
+        if not any(name.startswith(n + ".") for n, m in part.named_modules() if isinstance(m, PWLU))
+    ]
+    assert others and not any(p.requires_grad for p in others)
+    bottom_up(torch.randn(1, 3, 64, 64))["res3"].sum().backward()
+    assert bottom_up.stem.act.heights.grad.abs().sum() > 0
+
+
+def test_learn_in_frozen_stages_must_be_a_bool():
+    with pytest.raises(ValueError, match="MODEL.ACTIVATION.LEARN_IN_FROZEN_STAGES"):
+        load_cfg(MASK_RCNN, "MODEL.ACTIVATION.LEARN_IN_FROZEN_STAGES", "yes")
+    with pytest.raises(ValueError, match="LEARN_IN_FROZEN_STAGES = 'yes' is invalid"):
+        pwlu_options(LEARN_IN_FROZEN_STAGES="yes")  # LazyConfig: no yacs type check
 
 
 SMALL = [

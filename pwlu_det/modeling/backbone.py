@@ -79,25 +79,33 @@ _CONVERSIONS: dict[type, tuple[type, tuple[tuple[str, str], ...]]] = {
 }
 
 
-def set_activation(block: nn.Module, name: str, activation: nn.Module) -> None:
+def set_activation(
+    block: nn.Module, name: str, activation: nn.Module, learn_in_frozen_stages: bool = False
+) -> None:
     """Put ``activation`` into ``block`` as its submodule ``name``, frozen if ``block`` is.
 
     A block frozen by ``FREEZE_AT`` (no parameter requires grad) gets a frozen activation: a
-    frozen PWLU stays exactly what it was built as.
+    frozen PWLU stays exactly what it was built as. With ``learn_in_frozen_stages`` the
+    activation's parameters learn there too (the block's convs and norms stay frozen).
     """
-    frozen = not any(p.requires_grad for p in block.parameters())
+    frozen = not learn_in_frozen_stages and not any(p.requires_grad for p in block.parameters())
     for p in activation.parameters():
         p.requires_grad_(not frozen)
     block.add_module(name, activation)
 
 
-def add_activations(resnet: ResNet, make_activation: Callable[..., nn.Module]) -> ResNet:
+def add_activations(
+    resnet: ResNet,
+    make_activation: Callable[..., nn.Module],
+    learn_in_frozen_stages: bool = False,
+) -> ResNet:
     """Give every stem/block of a Detectron2 ResNet its activation modules, in place.
 
     Each is ``make_activation(channels, norm=norm)`` with the channels and norm of the conv
     before it (for ``act2``/``act3``, the residual branch's last conv).
 
-    Blocks frozen by ``FREEZE_AT`` get frozen activations (a frozen PWLU stays exactly ReLU).
+    Blocks frozen by ``FREEZE_AT`` get frozen activations (a frozen PWLU stays exactly ReLU),
+    unless ``learn_in_frozen_stages``.
 
     Raises:
         NotImplementedError: a block type without an activation-aware subclass (deformable).
@@ -111,7 +119,8 @@ def add_activations(resnet: ResNet, make_activation: Callable[..., nn.Module]) -
         subclass, activations = _CONVERSIONS[type(block)]
         for name, conv_name in activations:
             conv = getattr(block, conv_name)
-            set_activation(block, name, make_activation(conv.out_channels, norm=conv.norm))
+            activation = make_activation(conv.out_channels, norm=conv.norm)
+            set_activation(block, name, activation, learn_in_frozen_stages)
         block.__class__ = subclass
     return resnet
 
@@ -120,20 +129,32 @@ class ActResNet(ResNet):
     """Detectron2's ``ResNet`` with ``activation(channels)`` where it applies ReLU.
 
     For LazyConfig: the arguments are ``ResNet``'s, plus ``activation``, a factory such as
-    :class:`~pwlu_det.modeling.ActivationFactory`. The stem and blocks become the ``Act*``
-    classes above, exactly as :func:`build_act_resnet_backbone` makes them.
+    :class:`~pwlu_det.modeling.ActivationFactory`, and ``learn_in_frozen_stages`` (the
+    activations of stages frozen by ``freeze_at`` learn; ``MODEL.ACTIVATION`` key of the same
+    name). The stem and blocks become the ``Act*`` classes above, exactly as
+    :func:`build_act_resnet_backbone` makes them.
     """
 
-    def __init__(self, stem, stages, *, activation: Callable[..., nn.Module], **kwargs):
+    def __init__(
+        self,
+        stem,
+        stages,
+        *,
+        activation: Callable[..., nn.Module],
+        learn_in_frozen_stages: bool = False,
+        **kwargs,
+    ):
         super().__init__(stem, stages, **kwargs)  # freezes FREEZE_AT stages first
-        add_activations(self, activation)
+        add_activations(self, activation, learn_in_frozen_stages)
 
 
 @BACKBONE_REGISTRY.register()
 def build_act_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """Detectron2's ResNet (any depth, stem and blocks) with the configured activation."""
     return add_activations(
-        build_resnet_backbone(cfg, input_shape), activation_factory(cfg, "backbone")
+        build_resnet_backbone(cfg, input_shape),
+        activation_factory(cfg, "backbone"),
+        cfg.MODEL.ACTIVATION.LEARN_IN_FROZEN_STAGES,
     )
 
 

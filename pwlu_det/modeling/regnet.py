@@ -49,7 +49,10 @@ _ACTIVATIONS: dict[type, list[tuple[str, str, str]]] = {
 
 
 def add_regnet_activations(
-    regnet: RegNet, make_activation: Callable[..., nn.Module], se_activation: bool = False
+    regnet: RegNet,
+    make_activation: Callable[..., nn.Module],
+    se_activation: bool = False,
+    learn_in_frozen_stages: bool = False,
 ) -> RegNet:
     """Replace the activations of a Detectron2 RegNet by ``make_activation(channels, ...)``, in
     place.
@@ -61,6 +64,7 @@ def add_regnet_activations(
             is pooled to 1x1).
         se_activation: also replace the activation inside the SE modules (see the module
             docstring for why the default keeps Detectron2's ReLU there).
+        learn_in_frozen_stages: the activations of stages frozen by ``freeze_at`` learn too.
 
     Raises:
         NotImplementedError: a stem or block type this function does not know.
@@ -69,13 +73,14 @@ def add_regnet_activations(
         if isinstance(module, SE):
             if se_activation:
                 channels = module.f_ex[0].out_channels
-                set_activation(module.f_ex, "1", make_activation(channels, spatial=False))
+                activation = make_activation(channels, spatial=False)
+                set_activation(module.f_ex, "1", activation, learn_in_frozen_stages)
             continue
         if type(module) in _ACTIVATIONS:
             for name, source, norm in _ACTIVATIONS[type(module)]:
                 channels = module.get_submodule(source).out_channels
                 activation = make_activation(channels, norm=module.get_submodule(norm))
-                set_activation(module, name, activation)
+                set_activation(module, name, activation, learn_in_frozen_stages)
         elif hasattr(module, "af") or hasattr(module, "a_af"):
             raise NotImplementedError(
                 f"{type(module).__name__}: a RegNet module type without a known activation "
@@ -88,7 +93,8 @@ class ActRegNet(RegNet):
     """Detectron2's ``RegNet`` with ``activation(channels)`` at every activation.
 
     For LazyConfig: the arguments are ``RegNet``'s, plus ``activation`` (a factory such as
-    :class:`~pwlu_det.modeling.ActivationFactory`) and ``se_activation``.
+    :class:`~pwlu_det.modeling.ActivationFactory`), ``se_activation`` and
+    ``learn_in_frozen_stages``.
     """
 
     def __init__(
@@ -96,7 +102,8 @@ class ActRegNet(RegNet):
         *args,
         activation: Callable[..., nn.Module],
         se_activation: bool = False,
+        learn_in_frozen_stages: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)  # freezes freeze_at stages first
-        add_regnet_activations(self, activation, se_activation)
+        add_regnet_activations(self, activation, se_activation, learn_in_frozen_stages)
