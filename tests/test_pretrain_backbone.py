@@ -43,7 +43,8 @@ from pwlu_det.layers import PWLU
 from pwlu_det.utils.user_errors import UserError
 
 PROXY = ROOT / "configs" / "ShapesPretrained"
-ACTIVATIONS = ("relu", "swish", "pwlu")
+#: The proxy configs (configs/ShapesPretrained/mask_rcnn_R_18_FPN_<name>.yaml) -> activation.
+PROXY_CONFIGS = {"relu": "relu", "swish": "swish", "pwlu_old_coco": "pwlu"}
 TINY = {
     "image_size": 32,
     "train_per_class": 1,
@@ -110,8 +111,8 @@ def test_writes_a_detectron2_backbone_pkl(tiny_run):
 def test_default_weights_are_where_the_proxy_configs_look():
     options = PretrainOptions()
     assert str(options.weights_path(18)) == DEFAULT_WEIGHTS
-    for activation in ACTIVATIONS:
-        cfg = load_pwlu_config(str(PROXY / f"mask_rcnn_R_18_FPN_{activation}.yaml"))
+    for name in PROXY_CONFIGS:
+        cfg = load_pwlu_config(str(PROXY / f"mask_rcnn_R_18_FPN_{name}.yaml"))
         assert cfg.MODEL.WEIGHTS == DEFAULT_WEIGHTS
     assert Path(ROOT / options.config_file).is_file()
 
@@ -256,10 +257,11 @@ def test_dataset_is_distinct_from_the_detection_data():
 # --- the proxy configs ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_proxy_config_loads_the_backbone_with_only_heads_missing(tiny_run, activation):
+@pytest.mark.parametrize("name", PROXY_CONFIGS)
+def test_proxy_config_loads_the_backbone_with_only_heads_missing(tiny_run, name):
+    activation = PROXY_CONFIGS[name]
     weights = tiny_run["result"]["weights"]
-    config = str(PROXY / f"mask_rcnn_R_18_FPN_{activation}.yaml")
+    config = str(PROXY / f"mask_rcnn_R_18_FPN_{name}.yaml")
     cfg = load_pwlu_config(config, ["MODEL.WEIGHTS", weights])
     assert cfg.MODEL.RESNETS.NORM == "FrozenBN" and cfg.MODEL.BACKBONE.FREEZE_AT == 2
     assert cfg.MODEL.ACTIVATION.NAME.lower() == activation
@@ -284,13 +286,16 @@ def test_proxy_config_loads_the_backbone_with_only_heads_missing(tiny_run, activ
     if activation == "pwlu":
         units = [m for m in model.backbone.bottom_up.modules() if isinstance(m, PWLU)]
         frozen = [u for u in units if not any(p.requires_grad for p in u.parameters())]
-        assert len(units) == 17 and len(frozen) == 5  # the stem's and res2's stay ReLU
+        # the stem's and res2's stay ReLU unless the config lets them learn
+        learn = cfg.MODEL.ACTIVATION.LEARN_IN_FROZEN_STAGES
+        assert len(units) == 17 and len(frozen) == (0 if learn else 5)
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_proxy_backbone_computes_the_pretrained_classifier_features(tiny_run, activation):
+@pytest.mark.parametrize("name", PROXY_CONFIGS)
+def test_proxy_backbone_computes_the_pretrained_classifier_features(tiny_run, name):
+    activation = PROXY_CONFIGS[name]
     options = tiny_run["options"]
-    cfg = load_pwlu_config(str(PROXY / f"mask_rcnn_R_18_FPN_{activation}.yaml"))
+    cfg = load_pwlu_config(str(PROXY / f"mask_rcnn_R_18_FPN_{name}.yaml"))
     cfg.merge_from_list(["MODEL.WEIGHTS", tiny_run["result"]["weights"]])
     detector = build_model(cfg).eval()
     AtomicDetectionCheckpointer(detector).load(cfg.MODEL.WEIGHTS)
