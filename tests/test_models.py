@@ -85,7 +85,14 @@ def test_baselines_differ_only_in_the_activation(config):
 
 
 def test_frozen_stages_keep_exact_relu():
-    model = build_model(load_cfg(MASK_RCNN))  # FREEZE_AT = 2: stem and res2
+    # FREEZE_AT = 2: stem and res2, with their units frozen at the ReLU start
+    frozen_relu = (
+        "MODEL.ACTIVATION.LEARN_IN_FROZEN_STAGES",
+        False,
+        "MODEL.PWLU.INIT_SHAPE",
+        "relu",
+    )
+    model = build_model(load_cfg(MASK_RCNN, *frozen_relu))
     bottom_up = model.backbone.bottom_up
     frozen = [m for m in bottom_up.modules() if isinstance(m, PWLU) and not m.heights.requires_grad]
     assert len(frozen) == 1 + 3 * 3
