@@ -34,12 +34,19 @@ R18 = ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64]
 TORCHVISION = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}
 
 
+#: The PWLU units' ReLU start: these tests load ReLU weights into units that compute exactly ReLU
+#: (the COCO config itself starts them as Swish).
+RELU_START = ["MODEL.PWLU.INIT_SHAPE", "relu"]
+
+
 def mask_rcnn(activation: str, *opts) -> nn.Module:
-    """The COCO R-50-FPN Mask R-CNN recipe (FrozenBN, FREEZE_AT 2), no weights, eval mode."""
+    """The COCO R-50-FPN Mask R-CNN recipe (FrozenBN, FREEZE_AT 2), no weights, eval mode; a
+    PWLU one with the ReLU start."""
     cfg = get_cfg()
     add_pwlu_config(cfg)
     cfg.merge_from_file(str(CONFIGS / f"mask_rcnn_R_50_FPN_1x_{activation}.yaml"))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
+    start = RELU_START if activation == "pwlu" else []
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *start, *opts])
     validate_pwlu_config(cfg)
     assert cfg.MODEL.RESNETS.NORM == "FrozenBN"
     return build_model(cfg).eval()
