@@ -179,6 +179,23 @@ def test_reports_give_mean_and_std_over_seeds(tmp_path):
     assert set(CSV_COLUMNS) == set(table[0])
 
 
+def test_reports_count_a_diverged_seed_instead_of_hiding_it(tmp_path):
+    diverged = _row("a_pwlu", "PWLU", 1, 0.0, 0.0, tmp_path)
+    for key in ("bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75"):
+        diverged[key] = None
+    diverged["diverged"] = "Loss became infinite or NaN at iteration=3!"
+    rows = [_row("a_pwlu", "PWLU", 0, 11.0, 20.0, tmp_path), diverged]
+    text = Path(write_reports(rows, str(tmp_path / "r"), "compare", "abc")["md"]).read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| config"))
+    summary = next(line for line in text.splitlines() if line.startswith("| a_pwlu"))
+    cells = [c.strip() for c in summary.strip("|").split("|")]
+    names = [c.strip() for c in header.strip("|").split("|")]
+    assert cells[names.index("seeds")] == "2" and cells[names.index("diverged")] == "1"
+    assert cells[names.index("box AP")] == "11.00"  # the finished seed only, and said so
+    per_seed = [line for line in text.splitlines() if line.startswith("| a_pwlu")][1:]
+    assert "diverged" in per_seed[1] and "None" not in per_seed[1]
+
+
 @pytest.fixture(scope="module")
 def subprocess_datasets(tmp_path_factory):
     """Tiny shapes splits, registered here and (through sitecustomize) in the run processes."""

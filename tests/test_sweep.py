@@ -131,6 +131,24 @@ def test_tie_seeds_go_to_the_two_best_points_of_close_configs_only(monkeypatch, 
         assert len(list(csv.DictReader(f))) == 8
 
 
+def test_a_point_with_a_diverged_tie_seed_ranks_last_and_says_what_the_others_gave(tmp_path):
+    def row(point, seed, box, diverged=None):
+        found = dict.fromkeys(CSV_COLUMNS)
+        found.update(
+            config="a_pwlu", activation="PWLU", point=f"SOLVER.BASE_LR={point}", seed=seed,
+            bbox_AP=box, segm_AP=box, diverged=diverged, output_dir=str(tmp_path),
+        )  # fmt: skip
+        return found
+
+    nan_loss = "Loss became infinite or NaN at iteration=70!"
+    rows = [row("0.01", 0, 25.5), row("0.01", 1, None, nan_loss)]
+    rows += [row("0.005", 0, 24.2), row("0.005", 1, 23.0), row("0.02", 0, None, nan_loss)]
+    assert best_points(rows) == {"a_pwlu": "SOLVER.BASE_LR=0.005"}
+    md = Path(write_sweep_reports(rows, str(tmp_path), "cmd")["md"]).read_text()
+    assert "1 of 2 diverged, others 25.50 (n=2)" in md
+    assert "| diverged (n=1) " in md and "**23.60 ± 0.85 (n=2)**" in md
+
+
 @pytest.mark.slow
 def test_a_tiny_sweep_end_to_end(subprocess_datasets, tmp_path):  # noqa: F811
     def sweep_tool(*extra: str) -> tuple[str, list[dict]]:

@@ -400,6 +400,10 @@ def rows_by_config(rows: Sequence[dict]) -> dict[str, list[dict]]:
     return groups
 
 
+def _diverged_count(group: Sequence[dict]) -> int:
+    return sum(bool(r.get("diverged")) for r in group)
+
+
 def _markdown(rows: Sequence[dict], command: str, commit: str) -> str:
     from tabulate import tabulate
 
@@ -407,14 +411,16 @@ def _markdown(rows: Sequence[dict], command: str, commit: str) -> str:
     metric_names = [f"{t}_{k}" for t in ("bbox", "segm") for k in _AP_KEYS]
     summary = []
     for config, group in groups.items():
-        line = [config, group[0]["activation"], len(group)]
+        # A diverged run has no AP: the means are over the runs that finished, and the
+        # "diverged" column says how many did not, so a mean never hides a failed seed.
+        line = [config, group[0]["activation"], len(group), _diverged_count(group)]
         for name in metric_names:
             values = [r[name] for r in group if r[name] is not None]
             line.append(_fmt(*mean_std(values)) if values else "-")
         line.append(_fmt(*mean_std([r["minutes"] for r in group])))
         line.append(f"{group[0]['parameters_added']:,}")
         summary.append(line)
-    header = ["config", "activation", "seeds"]
+    header = ["config", "activation", "seeds", "diverged"]
     header += [
         f"{'box' if n.startswith('bbox') else 'mask'} {n.split('_')[1]}" for n in metric_names
     ]
@@ -424,10 +430,11 @@ def _markdown(rows: Sequence[dict], command: str, commit: str) -> str:
             r["config"],
             r["seed"],
             r["iterations"],
-            r["bbox_AP"],
-            r["bbox_AP50"],
-            r["segm_AP"],
-            r["segm_AP50"],
+            *(
+                ("diverged", "", "", "")
+                if r.get("diverged")
+                else (r["bbox_AP"], r["bbox_AP50"], r["segm_AP"], r["segm_AP50"])
+            ),
             r["minutes"],
         ]
         for r in rows
@@ -453,10 +460,11 @@ def _markdown(rows: Sequence[dict], command: str, commit: str) -> str:
         + "; ".join(sorted({describe_machine(r) for r in rows if r.get("cpu")}) or ["not recorded"])
         + ".",
         "",
-        "Mean ± sample standard deviation (n - 1) over seeds; COCO AP in percent; minutes per "
-        "run; parameters the activations add to the ReLU model.",
+        "Mean ± sample standard deviation (n - 1) over the seeds that finished (a run that "
+        "diverged has no AP: see the diverged column); COCO AP in percent; minutes per run; "
+        "parameters the activations add to the ReLU model.",
         "",
-        tabulate(summary, header, tablefmt="github"),
+        tabulate(summary, header, tablefmt="github", disable_numparse=True),
         "",
         "## Per seed",
         "",

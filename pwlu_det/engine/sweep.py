@@ -154,6 +154,7 @@ def _point_stats(rows: Sequence[dict]) -> dict[tuple[str, str], dict]:
             "seeds": sorted(r["seed"] for r in group),
             "activation": group[0]["activation"],
             "diverged": sum(bool(r.get("diverged")) for r in group),
+            "finished_bbox": [r["bbox_AP"] for r in group if not r.get("diverged")],
         }
     return stats
 
@@ -273,10 +274,13 @@ def _markdown(rows: Sequence[dict], command: str) -> str:
                 "" if math.isnan(s["bbox_std"]) else f" ± {s['bbox_std']:.2f}"
             )
             if s["diverged"]:
+                # A diverged seed makes the point's mean NaN (it ranks last); say how many,
+                # and what the others gave.
+                others = ", ".join(f"{float(v):.2f}" for v in s["finished_bbox"] if v is not None)
                 box = (
-                    f"{box}, {s['diverged']} diverged"
-                    if not math.isnan(s["bbox_mean"])
-                    else ("diverged")
+                    f"{s['diverged']} of {len(s['seeds'])} diverged, others {others}"
+                    if others
+                    else "diverged"
                 )
             cell = f"{box} (n={len(s['seeds'])})"
             line.append(f"**{cell}**" if best[config] == point else cell)
