@@ -38,8 +38,9 @@ compare: setup
 # From ReLU-pretrained weights (the COCO user's path, on a CPU proxy): pretrain the ReLU
 # ResNet-18 on the embedded classification data (output/pretrain_backbone/R-18.pkl, about
 # 11 min on 2 cores), then compare ReLU, Swish, PWLU (chosen recipe) and PWLU (old COCO
-# settings) fine-tuned from it: every config at 4 base LRs on shapes_tune, then each at its best
-# LR x seeds 0-2 on shapes_val. Runs go to benchmarks/results/shapes_pretrained/runs and resume.
+# settings) fine-tuned from it: every config at 4 base LRs on shapes_tune (seed 1 too at a
+# config's two best LRs where they are within 2 AP), then each at its best LR x seeds 0-2 on
+# shapes_val. Runs go to benchmarks/results/shapes_pretrained/runs and resume.
 PRETRAINED_CONFIGS := $(foreach a,relu swish pwlu pwlu_old_coco,configs/ShapesPretrained/mask_rcnn_R_18_FPN_$(a).yaml)
 PRETRAINED_GRID ?= SOLVER.BASE_LR=0.0025,0.005,0.01,0.02
 pretrain: setup
@@ -47,7 +48,7 @@ pretrain: setup
 
 compare-pretrained: pretrain
 	$(VENV_PY) tools/compare_activations.py --config-file $(PRETRAINED_CONFIGS) \
-		--grid $(PRETRAINED_GRID) --tie-seeds \
+		--grid $(PRETRAINED_GRID) \
 		--work-dir benchmarks/results/shapes_pretrained/runs \
 		--results-dir benchmarks/results/shapes_pretrained
 
