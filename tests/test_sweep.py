@@ -131,6 +131,22 @@ def test_tie_seeds_go_to_the_two_best_points_of_close_configs_only(monkeypatch, 
         assert len(list(csv.DictReader(f))) == 8
 
 
+def test_a_point_that_leads_after_the_tie_seeds_runs_them_too(monkeypatch, tmp_path):
+    # Seed 1 is hard at every LR: after the tie seeds of 0.04 and 0.08, 0.02 would lead on its
+    # easy seed 0 alone; it gets seed 1 too, and then 0.04 leads on the same seeds.
+    swish = "mask_rcnn_R_18_FPN_swish"
+    box_ap = {
+        (swish, "0.02", 0): 19.0, (swish, "0.04", 0): 20.7, (swish, "0.08", 0): 20.0,
+        (swish, "0.02", 1): 13.0, (swish, "0.04", 1): 14.5, (swish, "0.08", 1): math.nan,
+    }  # fmt: skip
+    calls = _fake_runs(monkeypatch, box_ap)
+    points = parse_grid(["SOLVER.BASE_LR=0.02,0.04,0.08"])
+    config = PWLU_CONFIG.replace("pwlu", "swish")
+    rows = run_sweep([config], points, [0], str(tmp_path), TUNE, tie_seeds=[1], progress=print)
+    assert [c[1] for c in calls if c[2] == (1,)] == ["0.04", "0.08", "0.02"]
+    assert best_points(rows) == {swish: "SOLVER.BASE_LR=0.04"}
+
+
 def test_a_point_with_a_diverged_tie_seed_ranks_last_and_says_what_the_others_gave(tmp_path):
     def row(point, seed, box, diverged=None):
         found = dict.fromkeys(CSV_COLUMNS)

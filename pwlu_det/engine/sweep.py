@@ -4,7 +4,8 @@ A sweep trains every config at every grid point (``--grid SOLVER.BASE_LR=0.02,0.
 tuning test set, never on the held-out one (``shapes_val``), through
 :func:`~pwlu_det.engine.compare.compare_activations`, so runs resume and are reused the same way.
 Where the two best points of a config are within ``tie_margin`` box AP, both get the extra
-``tie_seeds`` too. The best point of each config (highest mean box AP) is then what the final
+``tie_seeds`` too, and so does a point that then leads without them (means over different seeds
+do not compare). The best point of each config (highest mean box AP) is then what the final
 comparison runs on the config's own test set.
 
 Run folders: ``<work_dir>/sweep/<point>/<config stem>/seed<k>``.
@@ -194,7 +195,8 @@ def run_sweep(
     **launch_kwargs,
 ) -> list[dict]:
     """Train every config at every grid point over ``seeds``, then ``tie_seeds`` for the two
-    best points of each config whose mean box APs are within ``tie_margin``.
+    best points of each config whose mean box APs are within ``tie_margin``, and for any point
+    that then leads that config without them.
 
     Args:
         opts: overrides of every run (before the point's); they must name a tuning test set.
@@ -222,8 +224,19 @@ def run_sweep(
     if extra:
         for config_file in config_files:
             label = os.path.splitext(os.path.basename(config_file))[0]
-            for point in _close_contenders(rows, label, tie_margin):
+            contenders = _close_contenders(rows, label, tie_margin)
+            for point in contenders:
                 rows += train([config_file], by_label[point], extra)
+            # Means over different seeds do not compare (one seed can be harder for every
+            # point): a point that now leads without the tie seeds is run on them too, until
+            # the leader has them.
+            while contenders:
+                leader = best_points([r for r in rows if r["config"] == label])[label]
+                ran = {r["seed"] for r in rows if r["config"] == label and r["point"] == leader}
+                missing = [s for s in extra if s not in ran]
+                if not missing:
+                    break
+                rows += train([config_file], by_label[leader], missing)
     return rows
 
 
