@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Benchmark the PWLU op against SiLU and ReLU, measured in the same run (CPU or CUDA).
 
-CPU (default): per input shape (float32, NCHW), forward ms, forward+backward ms (medians), their
-ratio to SiLU, and the bytes autograd keeps alive for backward per input byte. Then the forward
-alone on the small shapes a Mask R-CNN sees at inference (microseconds, channel-wise).
-Targets for the cpp backend: forward <= 1.0x SiLU, forward+backward <= 1.5x SiLU, saved = 1.0x.
+CPU (default): per training shape (float32, NCHW), forward and forward+backward of SiLU, ReLU
+and the op (layer- and channel-wise) timed in ``--repeats`` interleaved rounds: medians in ms,
+the ratio to SiLU as the median (min-max) of its round-by-round values, and the bytes autograd
+keeps alive for backward per input byte. Then the forward alone on the small shapes a Mask
+R-CNN sees at inference (microseconds, channel-wise). Targets for the C++ kernel: forward
+<= 1.0x SiLU, forward+backward <= 1.15x SiLU, saved = 1.0x.
 
 CUDA (``--device cuda``): the Triton backend on the R50-FPN shapes (P2-P6 of an 800x1333 image
 padded to 800x1344, batch 2, 256 channels; the mask head's RoI map (512, 256, 14, 14); the box
@@ -38,13 +40,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import torch.utils.benchmark as benchmark
+from tabulate import tabulate
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python tools/benchmark_pwlu.py`, pwlu_det not installed
     sys.path.insert(0, str(ROOT))
-from pwlu_det.layers import PWLU, project_bounds, pwlu, pwlu_cpp, pwlu_reference  # noqa: E402
+from pwlu_det.layers import PWLU, project_bounds, pwlu, pwlu_cpp  # noqa: E402
 
-SHAPES = ((16, 256, 56, 56), (2, 64, 400, 608))
+#: Training shapes: a ResNet-50 res2 map at batch 16, the demo's largest map (res2 of the
+#: R18-FPN on a 256x256 image, batch 2) and a COCO image's res2 map at batch 2.
+SHAPES = {
+    "res2, batch 16": (16, 256, 56, 56),
+    "demo res2": (2, 64, 64, 64),
+    "COCO res2, batch 2": (2, 64, 400, 608),
+}
 # Inference: mask head (RoIs, 14x14 and 28x28), box head (RoIs, channels), small and large maps.
 INFERENCE_SHAPES = (
     (50, 64, 14, 14),
@@ -91,24 +100,31 @@ def saved_bytes(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> 
 
 
 def activations(channels: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The activations timed on CPU; SiLU first (the baseline of the ratios)."""
     layer, channel = relu_like_params(None), relu_like_params(channels)
     return {
         "SiLU": F.silu,
         "ReLU": F.relu,
         "PWLU op (layer)": lambda x: pwlu(x, *layer),
         "PWLU op (channel)": lambda x: pwlu(x, *channel),
-        "PWLU reference (layer)": lambda x: pwlu_reference(x, *layer),
-        "PWLU reference (channel)": lambda x: pwlu_reference(x, *channel),
     }
 
 
-def run(shape: tuple[int, ...], repeats: int) -> list[dict]:
+def run(shape: tuple[int, ...], rounds: int, calls: int = 3) -> list[dict]:
+    """Forward and forward+backward of each activation on ``shape``, in interleaved rounds.
+
+    Each round times every activation (``calls`` calls each, their median), in an order that
+    alternates between rounds, so that machine drift hits all alike; the ratio to SiLU is taken
+    round by round. Returns per activation: median ms and the median, min and max of its
+    per-round ratio to SiLU, for ``forward`` and ``forward_backward``, and ``saved`` (bytes
+    autograd keeps for backward per input byte).
+    """
     x = torch.randn(shape)
     x_grad = x.clone().requires_grad_()
     grad = torch.randn(shape)
-    rows = []
-    for name, fn in activations(shape[1]).items():
-        reps = max(3, repeats // 4) if "reference" in name else repeats
+    fns = activations(shape[1])
+    timers = {}
+    for name, fn in fns.items():
 
         def forward(fn=fn):
             with torch.no_grad():
@@ -118,15 +134,30 @@ def run(shape: tuple[int, ...], repeats: int) -> list[dict]:
             fn(x_grad).backward(grad)
             x_grad.grad = None
 
-        rows.append(
-            {
-                "name": name,
-                "forward": median_ms(forward, reps),
-                "forward_backward": median_ms(forward_backward, reps),
-                "saved": saved_bytes(fn, x_grad) / (x.numel() * x.element_size()),
-            }
-        )
+        timers[name] = {"forward": forward, "forward_backward": forward_backward}
+    times = {name: {"forward": [], "forward_backward": []} for name in fns}
+    for fn_pair in timers.values():  # warm-up
+        for fn in fn_pair.values():
+            median_ms(fn, 1)
+    for r in range(rounds):
+        order = list(fns) if r % 2 == 0 else list(fns)[::-1]
+        for name in order:
+            for kind, fn in timers[name].items():
+                times[name][kind].append(median_ms(fn, calls, warmup=0))
+    rows = []
+    for name, fn in fns.items():
+        row = {"name": name, "saved": saved_bytes(fn, x_grad) / (x.numel() * x.element_size())}
+        for kind in ("forward", "forward_backward"):
+            ratios = [t / s for t, s in zip(times[name][kind], times["SiLU"][kind], strict=True)]
+            row[kind] = statistics.median(times[name][kind])
+            row[f"{kind}_ratio"] = (statistics.median(ratios), min(ratios), max(ratios))
+        rows.append(row)
     return rows
+
+
+def _ratio_text(ratio: tuple[float, float, float]) -> str:
+    median, low, high = ratio
+    return f"{median:.2f} ({low:.2f}-{high:.2f})"
 
 
 def run_inference(shape: tuple[int, ...], repeats: int) -> dict[str, float]:
@@ -516,7 +547,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed repeats (CPU, median)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=20,
+        help="CPU: interleaved rounds of the training shapes (10x that many calls for the rest)",
+    )
     parser.add_argument(
         "--inference-only", action="store_true", help="only the small inference shapes (CPU)"
     )
@@ -542,22 +578,26 @@ def main() -> None:
         f"torch {torch.__version__}, {describe_machine(machine_info())}, float32, "
         f"N = 16, medians of {args.repeats}"
     )
-    for shape in () if args.inference_only else SHAPES:
+    for name, shape in () if args.inference_only else SHAPES.items():
         rows = run(shape, args.repeats)
-        silu = rows[0]
-        print(f"\ninput {shape} ({torch.Size(shape).numel() / 1e6:.1f} M elements)")
+        print(f"\n{name} {shape} ({torch.Size(shape).numel() / 1e6:.1f} M elements)")
         print(
-            f"{'activation':<26}{'fwd ms':>9}{'x SiLU':>8}{'fwd+bwd ms':>12}{'x SiLU':>8}"
-            f"{'saved/input':>13}"
-        )
-        for row in rows:
-            print(
-                f"{row['name']:<26}{row['forward']:>9.1f}"
-                f"{row['forward'] / silu['forward']:>8.2f}"
-                f"{row['forward_backward']:>12.1f}"
-                f"{row['forward_backward'] / silu['forward_backward']:>8.2f}"
-                f"{row['saved']:>13.2f}"
+            tabulate(
+                [
+                    [
+                        row["name"],
+                        f"{row['forward']:.2f}",
+                        _ratio_text(row["forward_ratio"]),
+                        f"{row['forward_backward']:.2f}",
+                        _ratio_text(row["forward_backward_ratio"]),
+                        f"{row['saved']:.2f}",
+                    ]
+                    for row in rows
+                ],
+                ["activation", "fwd ms", "x SiLU", "fwd+bwd ms", "x SiLU", "saved/input"],
+                disable_numparse=True,
             )
+        )
 
     repeats = 10 * args.repeats
     print(f"\ninference shapes, forward only, channel-wise, microseconds (medians of {repeats})")

@@ -4,7 +4,10 @@
 channel_dim) -> y`` and ``torch.ops.pwlu_det.pwlu_backward(grad_y, x, <the five parameters>,
 channel_dim) -> (grad_x, g_left_bound, g_right_bound, g_heights, g_left_slope, g_right_slope)``
 are defined here, once, with their fake (meta) implementation and the autograd formula of the
-forward (it saves only ``x`` and the parameters). Their kernels, one per device:
+forward (it saves only ``x`` and the parameters). The C++ extension registers the same formula
+for CPU tensors (``csrc/pwlu/pwlu_autograd.cpp``, at the AutogradCPU key, which takes precedence
+over this one): it saves the Python calls this one costs per forward and backward. Their
+kernels, one per device:
 
 - CPU: the fused C++ kernel (``csrc/``), registered by the C++ extension ``pwlu_det._C``;
 - CUDA: the Triton kernels (:mod:`.pwlu_triton`), registered here. Under Triton's interpreter

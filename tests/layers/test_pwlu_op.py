@@ -445,6 +445,28 @@ def test_opcheck_both_ops_on_cpu(case):
         assert set(result.values()) == {"SUCCESS"}, (label, op, result)
 
 
+@pytest.mark.skipif(not pwlu_cpp.available(), reason="needs the C++ extension")
+def test_cpu_autograd_is_the_cpp_kernel_with_the_formula_of_the_python_one():
+    """CPU tensors take the C++ autograd kernel (AutogradCPU), which must save the same tensors
+    and call the same backward op as the Python formula: the same gradients, bit for bit."""
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("pwlu_det::pwlu_forward", "AutogradCPU")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 4, generator=gen, requires_grad=True)
+    params = [
+        torch.full((3,), -2.0), torch.full((3,), 2.0), torch.randn(3, 9, generator=gen),
+        torch.full((3,), 0.1), torch.full((3,), 0.9),
+    ]  # fmt: skip
+    params = [p.requires_grad_() for p in params]
+    y = torch.ops.pwlu_det.pwlu_forward(x, *params, 1)
+    assert "CppNode" in y.grad_fn.name()  # Python's is GeneratedBackwardFor_pwlu_det...
+    grad_y = torch.randn(y.shape, generator=gen)
+    got = torch.autograd.grad(y, [x, *params], grad_y)
+    with torch.no_grad():
+        expected = torch.ops.pwlu_det.pwlu_backward(grad_y, x, *params, 1)
+    for name, g, e in zip(("x", *pwlu_op.PARAM_NAMES), got, expected, strict=True):
+        assert torch.equal(g, e), name
+
+
 # A Triton that is installed (find_spec finds it) but fails to import, as a broken libtriton
 # would; then the op's check, a CPU call under the interpreter and a direct op call.
 _BROKEN_TRITON = """
