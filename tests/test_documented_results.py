@@ -1,6 +1,6 @@
-"""README's activation comparison, its sweep and the demo figures are the committed measurement,
-and that measurement still belongs to the current configs (else: re-measure with `make
-compare`)."""
+"""README's activation comparisons (from scratch, and from ReLU-pretrained weights), their sweeps
+and the demo figures are the committed measurements, and those still belong to the current
+configs (else: re-measure with `make compare` or `make compare-pretrained`)."""
 
 import csv
 from pathlib import Path
@@ -14,9 +14,24 @@ from pwlu_det.engine.sweep import best_points, opts_of_label
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "shapes" / "results.csv"
-SWEEP = RESULTS.with_name("sweep.csv")
-#: The rows of the comparison (issue 25): the fixed baselines, the learned rivals, the ablation.
-ACTIVATIONS = {"ReLU", "Swish", "PReLU", "ACON-C", "FReLU", "PAU", "PWLU (frozen)", "PWLU"}
+#: Each documented comparison: its results.csv, its configs' folder, the make target that
+#: re-measures it and its rows' activations (3 seeds each).
+COMPARISONS = {
+    # Issue 25: the fixed baselines, the learned rivals, the ablation.
+    "shapes": (
+        RESULTS,
+        "Shapes",
+        "make compare",
+        {"ReLU", "Swish", "PReLU", "ACON-C", "FReLU", "PAU", "PWLU (frozen)", "PWLU"},
+    ),
+    # Issue 26: from the ReLU-pretrained backbone; two PWLU rows (chosen, old COCO settings).
+    "shapes_pretrained": (
+        RESULTS.parents[1] / "shapes_pretrained" / "results.csv",
+        "ShapesPretrained",
+        "make compare-pretrained",
+        {"ReLU", "Swish", "PWLU"},
+    ),
+}
 
 
 def _rows(path=RESULTS):
@@ -24,32 +39,36 @@ def _rows(path=RESULTS):
         return list(csv.DictReader(f))
 
 
-def test_the_measured_rows_belong_to_the_current_configs():
-    rows = _rows()
-    assert {r["activation"] for r in rows} == ACTIVATIONS
-    assert all(len([r for r in rows if r["activation"] == a]) == 3 for a in ACTIVATIONS)
+@pytest.mark.parametrize("comparison", COMPARISONS)
+def test_the_measured_rows_belong_to_the_current_configs(comparison):
+    results, folder, command, activations = COMPARISONS[comparison]
+    rows = _rows(results)
+    assert {r["activation"] for r in rows} == activations
+    assert all(len([r for r in rows if r["config"] == c]) == 3 for c in {r["config"] for r in rows})
     for row in rows:
-        config = ROOT / "configs" / "Shapes" / f"{row['config']}.yaml"
+        config = ROOT / "configs" / folder / f"{row['config']}.yaml"
         # A row of a sweep's final comparison ran its config with the chosen grid point.
         cfg = load_pwlu_config(str(config), opts_of_label(row.get("overrides") or ""))
         assert int(row["iterations"]) == cfg.SOLVER.MAX_ITER
         assert row["config_sha"] == config_sha(cfg), (
-            f"{config.name} changed since {RESULTS.name} was measured: "
-            "re-measure with `make compare` and update README"
+            f"{config.name} changed since {results} was measured: re-measure with "
+            f"`{command}` and update README"
         )
 
 
-def test_the_sweep_belongs_to_the_current_configs_and_chose_the_final_points():
-    rows = _rows(SWEEP)
-    assert {r["activation"] for r in rows} == ACTIVATIONS
+@pytest.mark.parametrize("comparison", COMPARISONS)
+def test_the_sweep_belongs_to_the_current_configs_and_chose_the_final_points(comparison):
+    results, folder, command, activations = COMPARISONS[comparison]
+    rows = _rows(results.with_name("sweep.csv"))
+    assert {r["activation"] for r in rows} == activations
     for row in rows:
-        config = ROOT / "configs" / "Shapes" / f"{row['config']}.yaml"
+        config = ROOT / "configs" / folder / f"{row['config']}.yaml"
         tuning = ["DATASETS.TEST", "('shapes_tune',)", *opts_of_label(row["point"])]
         assert row["config_sha"] == config_sha(load_pwlu_config(str(config), tuning)), (
-            f"{config.name} changed since {SWEEP.name} was measured: re-measure with "
-            "`make compare` and update README"
+            f"{config.name} changed since its sweep was measured: re-measure with "
+            f"`{command}` and update README"
         )
-    chosen = {r["config"]: r["overrides"] for r in _rows()}
+    chosen = {r["config"]: r["overrides"] for r in _rows(results)}
     assert chosen == best_points(
         [{**r, "bbox_AP": _ap(r["bbox_AP"]), "segm_AP": None} for r in rows]
     )
@@ -60,11 +79,13 @@ def _ap(text: str) -> float:
 
 
 @pytest.mark.parametrize("report", ["results.md", "sweep.md"])
-def test_readme_quotes_the_measured_comparison(report):
+@pytest.mark.parametrize("comparison", COMPARISONS)
+def test_readme_quotes_the_measured_comparison(comparison, report):
     readme = (ROOT / "README.md").read_text()
-    blocks = RESULTS.with_name(report).read_text().split("\n\n")
+    path = COMPARISONS[comparison][0].with_name(report)
+    blocks = path.read_text().split("\n\n")
     table = next(block for block in blocks if block.startswith("| config"))
-    assert table in readme, f"README's table differs from {report}"
+    assert table in readme, f"README's table differs from {path}"
 
 
 @pytest.mark.parametrize("task, name", [("bbox", "box"), ("segm", "mask")])
