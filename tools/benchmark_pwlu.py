@@ -16,7 +16,8 @@ to a copy of the same bytes, the same under CUDA graphs (``do_bench_cudagraph``:
 overhead), and the kernels launched per call (``torch.profiler``). Needs neither Detectron2
 nor the C++ extension.
 
-Both devices end with the bound projection that follows every optimizer step
+The CPU run then times the op's autograd in C++ against Python's formula (interleaved, in one
+process). Both devices end with the bound projection that follows every optimizer step
 (:func:`pwlu_det.layers.project_bounds`) on the 57 units of a PWLU Mask R-CNN R50-FPN: all units
 in one call against one unit at a time (what a per-module loop costs), interleaved, medians.
 
@@ -207,6 +208,67 @@ def run_projection(device: str, repeats: int) -> dict[str, float]:
             if i >= 3:  # warm-up
                 times[name].append(1e6 * (time.perf_counter() - start))
     return {name: statistics.median(t) for name, t in times.items()} | {"units": len(units)}
+
+
+# --------------------------------------------------------------------------------------------
+# The op's CPU autograd: the C++ kernel against Python's formula, in one process
+# --------------------------------------------------------------------------------------------
+
+AUTOGRAD_SHAPES = ((2, 64, 16, 16), (2, 64, 64, 64), (16, 256, 56, 56))
+
+
+def _python_autograd_over_cpp() -> torch.library.Library:
+    """Registers the op's Python autograd formula (what other devices run) over the C++ one
+    for CPU tensors, until the returned library is destroyed. torch's private helper, the one
+    ``torch.library.register_autograd`` uses (torch pinned at 2.14.1)."""
+    import warnings
+
+    from torch._library import autograd as library_autograd
+
+    from pwlu_det.layers import pwlu_op
+
+    op = torch.ops.pwlu_det.pwlu_forward.default
+    info = library_autograd.Info(pwlu_op._backward, pwlu_op._setup_context)
+    lib = torch.library.Library("pwlu_det", "IMPL")  # noqa: TOR901 (destroyed by the caller)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
+        kernel = library_autograd.make_autograd_impl(op, info)
+        lib.impl("pwlu_forward", kernel, "AutogradCPU", with_keyset=True)
+    return lib
+
+
+def print_autograd(rounds: int) -> None:
+    """Forward+backward ms of a channel-wise PWLU module with the op's C++ autograd and with
+    the Python formula over it, in interleaved rounds."""
+    print(f"\nthe op's CPU autograd, forward+backward ms, channel-wise ({rounds} rounds)")
+    table = []
+    for shape in AUTOGRAD_SHAPES:
+        unit = PWLU(num_channels=shape[1], num_intervals=16)
+        x = torch.randn(shape, requires_grad=True)
+        grad = torch.randn(shape)
+
+        def step(unit=unit, x=x, grad=grad):
+            unit(x).backward(grad)
+            x.grad = None
+
+        calls = 5 if x.numel() > 1e6 else 30
+        times = {"C++": [], "Python": []}
+        for r in range(rounds):
+            for name in ("C++", "Python") if r % 2 == 0 else ("Python", "C++"):
+                lib = _python_autograd_over_cpp() if name == "Python" else None
+                times[name].append(median_ms(step, calls))
+                if lib is not None:
+                    lib._destroy()
+        ratios = [p / c for p, c in zip(times["Python"], times["C++"], strict=True)]
+        table.append(
+            [
+                str(shape),
+                f"{statistics.median(times['C++']):.3f}",
+                f"{statistics.median(times['Python']):.3f}",
+                _ratio_text((statistics.median(ratios), min(ratios), max(ratios))),
+            ]
+        )
+    print(tabulate(table, ["input", "C++", "Python", "Python / C++"], disable_numparse=True))
 
 
 def print_projection(device: str, repeats: int) -> None:
@@ -609,6 +671,7 @@ def main() -> None:
             f"{t['torch.ops']:>11.1f}{t['torch.ops'] / t['SiLU']:>8.2f}"
         )
     print_projection("cpu", repeats)
+    print_autograd(max(3, args.repeats // 2))
 
 
 if __name__ == "__main__":
