@@ -96,13 +96,18 @@ def _label_hook(hook) -> None:
 
 
 def interleaved(trainers: list[SteppedTrainer], rounds: int, steps: int) -> list[list[float]]:
-    """Median step time of each trainer in each round (order alternating between rounds)."""
+    """Median step time of each trainer in each round (order alternating between rounds).
+
+    Each turn starts with one untimed step: the first step after another trainer's turn pays
+    for bringing this trainer's memory back (tens of thousands of page faults, up to twice a
+    step's time, measured with ``getrusage``)."""
     medians = [[] for _ in trainers]
     for r in range(rounds):
         order = list(range(len(trainers)))
         if r % 2:
             order.reverse()
         for i in order:
+            trainers[i].step()
             medians[i].append(statistics.median(trainers[i].step() for _ in range(steps)))
     return medians
 
@@ -133,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--warmup", type=int, default=6, help="steps before timing (default 6)")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=4, help="steps per config per round")
+    parser.add_argument(
+        "--steps", type=int, default=4, help="timed steps per config per round (after one untimed)"
+    )
     parser.add_argument("--period", type=int, default=1000, help="SOLVER.CHECKPOINT_PERIOD")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--profile", action="store_true", help="then profile each config")
