@@ -80,14 +80,21 @@ def _session(path: str, threads: int) -> onnxruntime.InferenceSession:
     return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def activation_only(threads: int, repeats: int, tmp: str) -> dict[str, dict[str, float]]:
-    """Median milliseconds of Swish and of a channel-wise PWLU (N = 16) alone, per runtime."""
-    x = torch.randn(1, 64, 128, 128)
-    unit = PWLU(64, num_intervals=16).eval()
+def trained_like_unit(channels: int, num_intervals: int = 16) -> PWLU:
+    """A channel-wise PWLU in Phase II with its heights moved off the initial shape (by the
+    global RNG), as training leaves one, in eval mode."""
+    unit = PWLU(channels, num_intervals=num_intervals).eval()
     state = unit.state_dict()
     state["heights"] = state["heights"] + 0.1 * torch.randn_like(state["heights"])
     state["phase"] = torch.tensor(Phase.TRAINING)
     unit.load_state_dict(state)
+    return unit
+
+
+def activation_only(threads: int, repeats: int, tmp: str) -> dict[str, dict[str, float]]:
+    """Median milliseconds of Swish and of a channel-wise PWLU (N = 16) alone, per runtime."""
+    x = torch.randn(1, 64, 128, 128)
+    unit = trained_like_unit(64)
     rows = {}
     for name, module in (("Swish", torch.nn.SiLU()), ("PWLU", unit)):
         path = f"{tmp}/{name}.onnx"

@@ -35,24 +35,14 @@ import numpy as np
 import onnx
 import onnxruntime
 import torch
+from benchmark_export import trained_like_unit  # tools/ is on sys.path when run as a script
 from onnx import TensorProto, helper, numpy_helper
 from tabulate import tabulate
 
-from pwlu_det.layers import PWLU, Phase, to_inference_form
+from pwlu_det.layers import to_inference_form
 
 SHAPE = (1, 64, 128, 128)
 N = 16
-
-
-def trained_unit(channels: int) -> PWLU:
-    """A channel-wise unit in Phase II with heights off the initial shape (seeded)."""
-    torch.manual_seed(0)
-    unit = PWLU(channels, num_intervals=N).eval()
-    state = unit.state_dict()
-    state["heights"] = state["heights"] + 0.1 * torch.randn_like(state["heights"])
-    state["phase"] = torch.tensor(Phase.TRAINING)
-    unit.load_state_dict(state)
-    return unit
 
 
 def _const(name: str, array: np.ndarray) -> onnx.NodeProto:
@@ -224,7 +214,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=30, help="runs per session per round")
     args = parser.parse_args()
 
-    unit = trained_unit(SHAPE[1])
+    torch.manual_seed(0)
+    unit = trained_like_unit(SHAPE[1], N)
     inference = to_inference_form(torch.nn.Sequential(unit))[0]
     torch.manual_seed(1)
     x = 3 * torch.randn(SHAPE)

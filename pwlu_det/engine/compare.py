@@ -39,6 +39,7 @@ __all__ = [
     "activation_label",
     "compare_activations",
     "config_sha",
+    "diverged_count",
     "mean_std",
     "parameters_added",
     "plan_runs",
@@ -400,8 +401,9 @@ def rows_by_config(rows: Sequence[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def _diverged_count(group: Sequence[dict]) -> int:
-    return sum(bool(r.get("diverged")) for r in group)
+def diverged_count(rows: Sequence[dict]) -> int:
+    """How many of ``rows`` are runs that diverged (they have no AP)."""
+    return sum(bool(r.get("diverged")) for r in rows)
 
 
 def _markdown(rows: Sequence[dict], command: str, commit: str) -> str:
@@ -413,7 +415,7 @@ def _markdown(rows: Sequence[dict], command: str, commit: str) -> str:
     for config, group in groups.items():
         # A diverged run has no AP: the means are over the runs that finished, and the
         # "diverged" column says how many did not, so a mean never hides a failed seed.
-        line = [config, group[0]["activation"], len(group), _diverged_count(group)]
+        line = [config, group[0]["activation"], len(group), diverged_count(group)]
         for name in metric_names:
             values = [r[name] for r in group if r[name] is not None]
             line.append(_fmt(*mean_std(values)) if values else "-")

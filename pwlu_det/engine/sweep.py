@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pwlu_det.utils.file_io import atomic_write
 from pwlu_det.utils.machine import MACHINE_KEYS, describe_machine
 
-from .compare import compare_activations, mean_std, write_rows_csv
+from .compare import compare_activations, diverged_count, mean_std, write_rows_csv
 
 __all__ = [
     "HELD_OUT_TEST_SETS",
@@ -154,8 +154,8 @@ def _point_stats(rows: Sequence[dict]) -> dict[tuple[str, str], dict]:
             "segm": mean_std(mask) if mask else (math.nan, math.nan),
             "seeds": sorted(r["seed"] for r in group),
             "activation": group[0]["activation"],
-            "diverged": sum(bool(r.get("diverged")) for r in group),
-            "finished_bbox": [r["bbox_AP"] for r in group if not r.get("diverged")],
+            "diverged": diverged_count(group),
+            "finished_bbox": [r["bbox_AP"] for r in group if r["bbox_AP"] is not None],
         }
     return stats
 
@@ -289,7 +289,7 @@ def _markdown(rows: Sequence[dict], command: str) -> str:
             if s["diverged"]:
                 # A diverged seed makes the point's mean NaN (it ranks last); say how many,
                 # and what the others gave.
-                others = ", ".join(f"{float(v):.2f}" for v in s["finished_bbox"] if v is not None)
+                others = ", ".join(f"{float(v):.2f}" for v in s["finished_bbox"])
                 box = (
                     f"{s['diverged']} of {len(s['seeds'])} diverged, others {others}"
                     if others
