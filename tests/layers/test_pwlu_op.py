@@ -297,9 +297,9 @@ def test_cpp_float32_forward_is_the_same_in_every_layout(isa, case):
 
 @pytest.mark.parametrize("num_intervals", [1, 5, 16, 30, 31])
 def test_cpp_float32_long_runs_match_reference(isa, num_intervals):
-    # Runs of 2 * 1024 + 37 elements of one channel: the AVX-512 backward's staged blocks and
-    # its masked tail, with bin counts (N + 2) below, at and past its groups of 6 bins and its
-    # limit of 32 bins (N = 31: the fallback loop), and NaN and infinities inside the runs.
+    # Runs of 2 * 1024 + 37 elements of one channel: the vector backward's staged blocks (64
+    # elements) and its scalar tail, at bin counts (N + 2) either side of the forward's
+    # in-register tables (32 bins), with NaN and infinities inside the runs.
     params = make_params(3, num_intervals, dtype=torch.float32, seed=21)
     gen = torch.Generator().manual_seed(22)
     x = torch.rand((2, 3, 2085), generator=gen) * 7.0 - 3.5  # beyond both bounds too
@@ -307,6 +307,24 @@ def test_cpp_float32_long_runs_match_reference(isa, num_intervals):
     x.view(-1)[[7, -2]] = float("inf")
     x.view(-1)[[9, 3000]] = -float("inf")
     _compare(x, params, 1, torch.float32, rtol=1e-4, atol=2e-3, equal_nan=True)
+
+
+@pytest.mark.parametrize("second", [4, 1])
+def test_cpp_backward_adds_each_bin_in_a_fixed_order(isa, second):
+    # Every committed PWLU result depends on the last bits of the parameter gradients, hence on
+    # the order of the per-bin double sums (docs/decisions.md). A run of 256 elements or more
+    # adds element k into copy k % 4 (vector ISAs), each copy in element order, then the copies
+    # in turn; the scalar loop adds in element order. Here all elements lie in the left bin with
+    # w = x - B_L = -1, and g is 2**60 at element 0, 1 at element `second`, -2**60 at element 8:
+    # in one copy the 1 is absorbed by 2**60 and lost, in another it survives.
+    x = torch.full((1, 1, 256), -4.0)
+    g = torch.zeros_like(x)
+    g.view(-1)[[0, second, 8]] = torch.tensor([2.0**60, 1.0, -(2.0**60)])
+    params = [torch.tensor([-3.0]), torch.tensor([3.0]), torch.linspace(-1.0, 1.0, 17)[None],
+              torch.tensor([0.5]), torch.tensor([1.0])]
+    grads = torch.ops.pwlu_det.pwlu_backward(g, x, *params, 1)
+    same_copy = isa == "scalar" or second % 4 == 0
+    assert grads[4].item() == (0.0 if same_copy else -1.0)  # left slope: sum of g * w
 
 
 def test_cpp_float32_chunks_start_mid_row(isa):
