@@ -320,8 +320,13 @@ def test_cpp_backward_adds_each_bin_in_a_fixed_order(isa, second):
     x = torch.full((1, 1, 256), -4.0)
     g = torch.zeros_like(x)
     g.view(-1)[[0, second, 8]] = torch.tensor([2.0**60, 1.0, -(2.0**60)])
-    params = [torch.tensor([-3.0]), torch.tensor([3.0]), torch.linspace(-1.0, 1.0, 17)[None],
-              torch.tensor([0.5]), torch.tensor([1.0])]
+    params = [
+        torch.tensor([-3.0]),
+        torch.tensor([3.0]),
+        torch.linspace(-1.0, 1.0, 17)[None],
+        torch.tensor([0.5]),
+        torch.tensor([1.0]),
+    ]
     grads = torch.ops.pwlu_det.pwlu_backward(g, x, *params, 1)
     same_copy = isa == "scalar" or second % 4 == 0
     assert grads[4].item() == (0.0 if same_copy else -1.0)  # left slope: sum of g * w
