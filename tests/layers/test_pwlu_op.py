@@ -309,27 +309,25 @@ def test_cpp_float32_long_runs_match_reference(isa, num_intervals):
     _compare(x, params, 1, torch.float32, rtol=1e-4, atol=2e-3, equal_nan=True)
 
 
+@pytest.mark.parametrize("run_length", [256, 100])
 @pytest.mark.parametrize("second", [4, 1])
-def test_cpp_backward_adds_each_bin_in_a_fixed_order(isa, second):
+def test_cpp_backward_adds_each_bin_in_a_fixed_order(isa, second, run_length):
     # Every committed PWLU result depends on the last bits of the parameter gradients, hence on
     # the order of the per-bin double sums (docs/decisions.md). A run of 256 elements or more
     # adds element k into copy k % 4 (vector ISAs), each copy in element order, then the copies
-    # in turn; the scalar loop adds in element order. Here all elements lie in the left bin with
-    # w = x - B_L = -1, and g is 2**60 at element 0, 1 at element `second`, -2**60 at element 8:
-    # in one copy the 1 is absorbed by 2**60 and lost, in another it survives.
-    x = torch.full((1, 1, 256), -4.0)
+    # in turn; shorter runs (here 2 channels x 3 images of 100), and every run on the scalar
+    # ISA, add into their unit's sums in element order, run after run. All elements lie in the
+    # left bin with w = x - B_L = -1; in channel 0, g is 2**60 at element 0, 1 at element
+    # `second`, -2**60 at element 8: in one copy the 1 is absorbed by 2**60 and lost, in another
+    # it survives.
+    x = torch.full((3, 2, run_length), -4.0)
     g = torch.zeros_like(x)
-    g.view(-1)[[0, second, 8]] = torch.tensor([2.0**60, 1.0, -(2.0**60)])
-    params = [
-        torch.tensor([-3.0]),
-        torch.tensor([3.0]),
-        torch.linspace(-1.0, 1.0, 17)[None],
-        torch.tensor([0.5]),
-        torch.tensor([1.0]),
-    ]
+    g[0, 0, [0, second, 8]] = torch.tensor([2.0**60, 1.0, -(2.0**60)])
+    params = [torch.tensor([-3.0, -3.0]), torch.tensor([3.0, 3.0]), torch.zeros(2, 17)]
+    params += [torch.tensor([0.5, 0.5]), torch.tensor([1.0, 1.0])]
     grads = torch.ops.pwlu_det.pwlu_backward(g, x, *params, 1)
-    same_copy = isa == "scalar" or second % 4 == 0
-    assert grads[4].item() == (0.0 if same_copy else -1.0)  # left slope: sum of g * w
+    in_order = isa == "scalar" or run_length < 256 or second % 4 == 0
+    assert grads[4].tolist() == [0.0 if in_order else -1.0, 0.0]  # left slope: sum of g * w
 
 
 def test_cpp_float32_chunks_start_mid_row(isa):

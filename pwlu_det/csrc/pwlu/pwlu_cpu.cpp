@@ -237,13 +237,13 @@ void backward_impl(const at::Tensor& g, const at::Tensor& x, at::Tensor& gx,
                                          tables.arrays(), unit_sums.data());
         continue;
       }
-      runs.for_each(begin, end,
-                    [&](int64_t b, int64_t e, int64_t unit) {
-                      double* unit_sums = chunk_sums + unit * 2 * bins;
-                      kernels::backward_run<T>(xp + b, gp + b, gxp + b, e - b,
-                                               tables.units[unit],
-                                               kernels::BinSums{unit_sums, unit_sums + bins});
-                    });
+      thread_local std::vector<kernels::RunSlice<T>> slices;
+      slices.clear();
+      runs.for_each(begin, end, [&](int64_t b, int64_t e, int64_t unit) {
+        double* unit_sums = chunk_sums + unit * 2 * bins;
+        slices.push_back({b, e, &tables.units[unit], {unit_sums, unit_sums + bins}});
+      });
+      kernels::backward_runs<T>(xp, gp, gxp, slices);
     }
   });
   sums.assign(per_chunk, 0.0);

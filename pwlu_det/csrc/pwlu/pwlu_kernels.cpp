@@ -124,6 +124,87 @@ class SplitSums {
   alignas(64) double pairs_[2 * kStage];
 };
 
+// Short runs (fewer than kLongRun elements) add into their unit's sums in element order, and
+// consecutive runs of one unit continue the same sums: each bin's additions form one chain,
+// which stalls on its own latency when neighbouring elements share a bin. Runs of different
+// units are independent, so the vector loops stage up to kGroup consecutive short runs of
+// distinct units (bins and (g, g * w) pairs), then add them interleaved, element e of each run
+// in turn: every chain keeps its order, and kGroup of them overlap.
+class ShortRuns {
+ public:
+  static constexpr int kGroup = 8;
+
+  // The group's thread-local storage (40 KB), empty.
+  static ShortRuns& local() {
+    thread_local ShortRuns runs;
+    return runs;
+  }
+  // Whether the run with these sums must wait for the staged ones to be added first.
+  bool must_flush_before(BinSums sums) const {
+    if (count_ == kGroup) return true;
+    for (int i = 0; i < count_; ++i) {
+      if (sums_[i].sum_g == sums.sum_g) return true;
+    }
+    return false;
+  }
+  // Room to stage a run of n (< kLongRun) elements adding into `sums`: its bins and pairs.
+  int32_t* stage(int64_t n, BinSums sums, double** pairs) {
+    length_[count_] = n;
+    sums_[count_] = sums;
+    *pairs = pairs_[count_];
+    return bins_[count_++];
+  }
+  // Adds the staged runs into their sums, and empties the group.
+  void flush() {
+    int64_t common = kLongRun;
+    for (int i = 0; i < count_; ++i) common = std::min(common, length_[i]);
+    for (int64_t e = 0; e < common; ++e) {
+      for (int i = 0; i < count_; ++i) add(i, e);
+    }
+    for (int i = 0; i < count_; ++i) {
+      for (int64_t e = common; e < length_[i]; ++e) add(i, e);
+    }
+    count_ = 0;
+  }
+
+ private:
+  ShortRuns() = default;
+  inline void add(int i, int64_t e) {
+    const int32_t bin = bins_[i][e];
+    sums_[i].sum_g[bin] += pairs_[i][2 * e];
+    sums_[i].sum_gw[bin] += pairs_[i][2 * e + 1];
+  }
+
+  int count_ = 0;
+  int64_t length_[kGroup];
+  BinSums sums_[kGroup];
+  alignas(64) int32_t bins_[kGroup][kLongRun];
+  alignas(64) double pairs_[kGroup][2 * kLongRun];
+};
+
+// The backward of a chunk's runs in order: long runs by `long_run`, short ones staged by
+// `stage_short` and added by ShortRuns; the same sums as backward_scalar / the long loops
+// applied run after run.
+template <typename LongRun, typename StageShort>
+void backward_slices(const float* x, const float* g, float* gx,
+                     const std::vector<RunSlice<float>>& slices, LongRun long_run,
+                     StageShort stage_short) {
+  ShortRuns& group = ShortRuns::local();
+  for (const RunSlice<float>& run : slices) {
+    const int64_t n = run.end - run.begin;
+    if (n >= kLongRun) {
+      group.flush();
+      long_run(x + run.begin, g + run.begin, gx + run.begin, n, *run.unit, run.sums);
+      continue;
+    }
+    if (group.must_flush_before(run.sums)) group.flush();
+    double* pairs;
+    int32_t* bins = group.stage(n, run.sums, &pairs);
+    stage_short(x + run.begin, g + run.begin, gx + run.begin, n, *run.unit, bins, pairs);
+  }
+  group.flush();
+}
+
 // ---------------------------------------------------------------------------------------
 // AVX-512 (16 floats per vector).
 
@@ -252,6 +333,38 @@ __attribute__((target("avx512f"))) void forward_interleaved_avx512(
   }
 }
 
+// Stores the 16 pairs (g[l], gw[l]) in double, in element order, at pairs[0 .. 32).
+__attribute__((target("avx512f"))) inline void stage_pairs_avx512(__m512 g, __m512 gw,
+                                                                   double* pairs) {
+  const __m512i first_pairs =
+      _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i last_pairs = _mm512_add_epi32(first_pairs, _mm512_set1_epi32(8));
+  const __m512 first = _mm512_permutex2var_ps(g, first_pairs, gw);  // g0 gw0 .. g7 gw7
+  const __m512 last = _mm512_permutex2var_ps(g, last_pairs, gw);    // g8 gw8 .. g15 gw15
+  _mm512_store_pd(pairs, _mm512_cvtps_pd(_mm512_castps512_ps256(first)));
+  _mm512_store_pd(pairs + 8, _mm512_cvtps_pd(upper_half_avx512(first)));
+  _mm512_store_pd(pairs + 16, _mm512_cvtps_pd(_mm512_castps512_ps256(last)));
+  _mm512_store_pd(pairs + 24, _mm512_cvtps_pd(upper_half_avx512(last)));
+}
+
+// A short run (n < kLongRun): gx, and each element's bin and (g, g * w) pair staged for
+// ShortRuns. The lanes past n read 0 (a valid bin) and write no gx.
+__attribute__((target("avx512f"))) void stage_short_avx512(
+    const float* x, const float* g, float* gx, int64_t n, const Unit<float>& unit,
+    int32_t* bins, double* pairs) {
+  const TableAvx512 slopes = load_table_avx512(unit.slope, unit.num_intervals + 2);
+  for (int64_t k = 0; k < n; k += 16) {
+    const __mmask16 lanes = first_lanes(std::min<int64_t>(16, n - k));
+    const __m512 vx = _mm512_maskz_loadu_ps(lanes, x + k);
+    const __m512 vg = _mm512_maskz_loadu_ps(lanes, g + k);
+    __m512 w;
+    const __m512i bin = _mm512_cvttps_epi32(bins_avx512(vx, unit, &w));
+    _mm512_mask_storeu_ps(gx + k, lanes, _mm512_mul_ps(vg, lookup_avx512(slopes, bin)));
+    _mm512_store_si512(bins + k, bin);
+    stage_pairs_avx512(vg, _mm512_mul_ps(vg, w), pairs + 2 * k);
+  }
+}
+
 __attribute__((target("avx512f"))) void backward_avx512(
     const float* x, const float* g, float* gx, int64_t n, const Unit<float>& unit,
     BinSums sums) {
@@ -259,13 +372,10 @@ __attribute__((target("avx512f"))) void backward_avx512(
   const int64_t bins = unit.num_intervals + 2;
   const TableAvx512 slopes = load_table_avx512(unit.slope, bins);
   SplitSums split(bins);
-  // Byte offset of lane l's copy (l % kCopies), and the lanes of the (g, g * w) pairs.
+  // Byte offset of lane l's copy (l % kCopies).
   const __m512i lane_copy = _mm512_mullo_epi32(
       _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3),
       _mm512_set1_epi32(split.copy_stride()));
-  const __m512i first_pairs =
-      _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const __m512i last_pairs = _mm512_add_epi32(first_pairs, _mm512_set1_epi32(8));
   const int64_t full = n / 16 * 16;
   for (int64_t start = 0; start < full; start += SplitSums::kStage) {
     const int64_t count = std::min(SplitSums::kStage, full - start);
@@ -277,14 +387,7 @@ __attribute__((target("avx512f"))) void backward_avx512(
       _mm512_storeu_ps(gx + start + v, _mm512_mul_ps(vg, lookup_avx512(slopes, bin)));
       _mm512_store_si512(split.offsets() + v,
                          _mm512_add_epi32(_mm512_slli_epi32(bin, 4), lane_copy));
-      const __m512 vgw = _mm512_mul_ps(vg, w);
-      const __m512 first = _mm512_permutex2var_ps(vg, first_pairs, vgw);  // g0 gw0 .. gw7
-      const __m512 last = _mm512_permutex2var_ps(vg, last_pairs, vgw);    // g8 gw8 .. gw15
-      double* pairs = split.pairs() + 2 * v;
-      _mm512_store_pd(pairs, _mm512_cvtps_pd(_mm512_castps512_ps256(first)));
-      _mm512_store_pd(pairs + 8, _mm512_cvtps_pd(upper_half_avx512(first)));
-      _mm512_store_pd(pairs + 16, _mm512_cvtps_pd(_mm512_castps512_ps256(last)));
-      _mm512_store_pd(pairs + 24, _mm512_cvtps_pd(upper_half_avx512(last)));
+      stage_pairs_avx512(vg, _mm512_mul_ps(vg, w), split.pairs() + 2 * v);
     }
     split.add_staged(count);
   }
@@ -388,6 +491,34 @@ __attribute__((target("avx2,fma"))) void forward_interleaved_avx2(
   }
 }
 
+// Stores the 8 pairs (g[l], gw[l]) in double, in element order, at pairs[0 .. 16).
+__attribute__((target("avx2,fma"))) inline void stage_pairs_avx2(__m256 g, __m256 gw,
+                                                                 double* pairs) {
+  const __m256 low = _mm256_unpacklo_ps(g, gw);   // g0 gw0 g1 gw1 | g4 gw4 g5 gw5
+  const __m256 high = _mm256_unpackhi_ps(g, gw);  // g2 gw2 g3 gw3 | g6 gw6 g7 gw7
+  _mm256_store_pd(pairs, _mm256_cvtps_pd(_mm256_castps256_ps128(low)));
+  _mm256_store_pd(pairs + 4, _mm256_cvtps_pd(_mm256_castps256_ps128(high)));
+  _mm256_store_pd(pairs + 8, _mm256_cvtps_pd(_mm256_extractf128_ps(low, 1)));
+  _mm256_store_pd(pairs + 12, _mm256_cvtps_pd(_mm256_extractf128_ps(high, 1)));
+}
+
+// As stage_short_avx512, 8 elements per vector.
+__attribute__((target("avx2,fma"))) void stage_short_avx2(
+    const float* x, const float* g, float* gx, int64_t n, const Unit<float>& unit,
+    int32_t* bins, double* pairs) {
+  for (int64_t k = 0; k < n; k += 8) {
+    const __m256i lanes = first_lanes_avx2(std::min<int64_t>(8, n - k));
+    const __m256 vx = _mm256_maskload_ps(x + k, lanes);
+    const __m256 vg = _mm256_maskload_ps(g + k, lanes);
+    __m256 w;
+    const __m256i bin = _mm256_cvttps_epi32(bins_avx2(vx, unit, &w));
+    const __m256 slope = _mm256_i32gather_ps(unit.slope, bin, 4);
+    _mm256_maskstore_ps(gx + k, lanes, _mm256_mul_ps(vg, slope));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(bins + k), bin);
+    stage_pairs_avx2(vg, _mm256_mul_ps(vg, w), pairs + 2 * k);
+  }
+}
+
 __attribute__((target("avx2,fma"))) void backward_avx2(
     const float* x, const float* g, float* gx, int64_t n, const Unit<float>& unit,
     BinSums sums) {
@@ -407,14 +538,7 @@ __attribute__((target("avx2,fma"))) void backward_avx2(
       _mm256_storeu_ps(gx + start + v, _mm256_mul_ps(vg, slope));
       _mm256_store_si256(reinterpret_cast<__m256i*>(split.offsets() + v),
                          _mm256_add_epi32(_mm256_slli_epi32(bin, 4), lane_copy));
-      const __m256 vgw = _mm256_mul_ps(vg, w);
-      const __m256 low = _mm256_unpacklo_ps(vg, vgw);   // g0 gw0 g1 gw1 | g4 gw4 g5 gw5
-      const __m256 high = _mm256_unpackhi_ps(vg, vgw);  // g2 gw2 g3 gw3 | g6 gw6 g7 gw7
-      double* pairs = split.pairs() + 2 * v;
-      _mm256_store_pd(pairs, _mm256_cvtps_pd(_mm256_castps256_ps128(low)));
-      _mm256_store_pd(pairs + 4, _mm256_cvtps_pd(_mm256_castps256_ps128(high)));
-      _mm256_store_pd(pairs + 8, _mm256_cvtps_pd(_mm256_extractf128_ps(low, 1)));
-      _mm256_store_pd(pairs + 12, _mm256_cvtps_pd(_mm256_extractf128_ps(high, 1)));
+      stage_pairs_avx2(vg, _mm256_mul_ps(vg, w), split.pairs() + 2 * v);
     }
     split.add_staged(count);
   }
@@ -540,24 +664,28 @@ void forward_run<double>(const double* x, double* y, int64_t n, const Unit<doubl
 }
 
 template <>
-void backward_run<float>(
-    const float* x, const float* g, float* gx, int64_t n, const Unit<float>& unit,
-    BinSums sums) {
+void backward_runs<float>(const float* x, const float* g, float* gx,
+                          const std::vector<RunSlice<float>>& slices) {
   switch (active_isa()) {
     case Isa::kAvx512:
-      return backward_avx512(x, g, gx, n, unit, sums);
+      return backward_slices(x, g, gx, slices, backward_avx512, stage_short_avx512);
     case Isa::kAvx2:
-      return backward_avx2(x, g, gx, n, unit, sums);
+      return backward_slices(x, g, gx, slices, backward_avx2, stage_short_avx2);
     default:
-      return backward_scalar(x, g, gx, n, unit, sums);
+      for (const RunSlice<float>& run : slices) {
+        backward_scalar(x + run.begin, g + run.begin, gx + run.begin, run.end - run.begin,
+                        *run.unit, run.sums);
+      }
   }
 }
 
 template <>
-void backward_run<double>(
-    const double* x, const double* g, double* gx, int64_t n, const Unit<double>& unit,
-    BinSums sums) {
-  backward_scalar(x, g, gx, n, unit, sums);
+void backward_runs<double>(const double* x, const double* g, double* gx,
+                           const std::vector<RunSlice<double>>& slices) {
+  for (const RunSlice<double>& run : slices) {
+    backward_scalar(x + run.begin, g + run.begin, gx + run.begin, run.end - run.begin,
+                    *run.unit, run.sums);
+  }
 }
 
 template <>

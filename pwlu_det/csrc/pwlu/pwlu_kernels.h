@@ -36,9 +36,19 @@ struct BinSums {
 template <typename T>
 void forward_run(const T* x, T* y, int64_t n, const Unit<T>& unit);
 
-// gx[k] = g[k] * f'(x[k]) for k < n; adds the run's per-bin sums into `sums`.
+// Elements [begin, end) of a chunk that share one unit, and where that unit's sums go.
 template <typename T>
-void backward_run(const T* x, const T* g, T* gx, int64_t n, const Unit<T>& unit, BinSums sums);
+struct RunSlice {
+  int64_t begin;
+  int64_t end;
+  const Unit<T>* unit;
+  BinSums sums;
+};
+
+// For each slice in order: gx[k] = g[k] * f'(x[k]) over it, and its per-bin sums added into
+// its `sums` (the order of the additions is fixed: docs/decisions.md).
+template <typename T>
+void backward_runs(const T* x, const T* g, T* gx, const std::vector<RunSlice<T>>& slices);
 
 // All units of a channel-wise op: units[u] as above, and the same values as arrays for vector
 // loads (structure of arrays): unit u's bounds are left_bound[u], right_bound[u], inv_width[u],
