@@ -6,7 +6,7 @@ realignment, the curves, Detectron2's writers and checkpointer), stepped as Dete
 training loop steps it. After ``--warmup`` steps (past the PWLU realignment: the Phase II step
 is the one a run spends most of its time in), the configs take turns, ``--steps`` steps each
 per round, in an order that alternates between rounds. Printed: the median step time of each
-config, and the median and spread (min-max over rounds) of its ratio to the first config,
+config, and the median, quartiles and range over rounds of its ratio to the first config,
 computed round by round. With ``--profile``, torch.profiler then records ``--steps`` steps of
 each config and prints the share of the step spent in the PWLU op (forward, backward), the bound
 projection, the hooks, and, for scale, SiLU (Swish's activation).
@@ -162,12 +162,14 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         for trainer, times in zip(trainers, medians, strict=True):
             ratios = [t / b for t, b in zip(times, base, strict=True)]
+            quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
             rows.append(
                 [
                     trainer.name,
                     f"{statistics.median(times) * 1e3:.0f}",
                     f"{min(times) * 1e3:.0f}-{max(times) * 1e3:.0f}",
                     f"{statistics.median(ratios):.3f}",
+                    f"{quartiles[0]:.3f}-{quartiles[2]:.3f}",
                     f"{min(ratios):.3f}-{max(ratios):.3f}",
                 ]
             )
@@ -176,7 +178,14 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.rounds} rounds x {args.steps} steps per config, after {args.warmup} warm-up "
             f"steps (Phase II); ratios to {trainers[0].name}, round by round\n"
         )
-        headers = ["config", "step ms (median)", "range", "ratio (median)", "ratio range"]
+        headers = [
+            "config",
+            "step ms (median)",
+            "range",
+            "ratio (median)",
+            "ratio quartiles",
+            "ratio range",
+        ]
         print(tabulate(rows, headers=headers, tablefmt="github"))
         if args.profile:
             table = []
