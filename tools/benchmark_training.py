@@ -7,7 +7,8 @@ training loop steps it. After ``--warmup`` steps (past the PWLU realignment: the
 is the one a run spends most of its time in), the configs take turns, ``--steps`` steps each
 per round, in an order that alternates between rounds. Printed: the median step time of each
 config, and the median, quartiles and range over rounds of its ratio to the first config,
-computed round by round. With ``--profile``, torch.profiler then records ``--steps`` steps of
+computed round by round, and the foreground RoIs per image each model sampled (the heads' work
+depends on them). With ``--profile``, torch.profiler then records ``--steps`` steps of
 each config and prints the share of the step spent in the PWLU op (forward, backward), the bound
 projection, the hooks, and, for scale, SiLU (Swish's activation).
 
@@ -112,6 +113,15 @@ def interleaved(trainers: list[SteppedTrainer], rounds: int, steps: int) -> list
     return medians
 
 
+def foreground_rois(trainer: SteppedTrainer, first_iter: int) -> float:
+    """Mean foreground RoIs per image the box head sampled from step ``first_iter`` on. The mask
+    head's convolutions and RoIAlign's backward grow with them, so two models at different
+    points of learning do different amounts of work per step."""
+    history = trainer.storage.histories().get("roi_head/num_fg_samples")
+    values = [v for v, it in history.values() if it >= first_iter] if history else []
+    return statistics.mean(values) if values else float("nan")
+
+
 def profile_shares(trainer: SteppedTrainer, steps: int) -> dict[str, float]:
     """Share of the profiled steps' wall time in each of :data:`SHARES` (CPU self time of the
     op events, total time of the ranges)."""
@@ -171,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"{statistics.median(ratios):.3f}",
                     f"{quartiles[0]:.3f}-{quartiles[2]:.3f}",
                     f"{min(ratios):.3f}-{max(ratios):.3f}",
+                    f"{foreground_rois(trainer, args.warmup):.1f}",
                 ]
             )
         print(f"Machine: {describe_machine(machine_info())}")
@@ -185,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
             "ratio (median)",
             "ratio quartiles",
             "ratio range",
+            "fg RoIs / image",
         ]
         print(tabulate(rows, headers=headers, tablefmt="github"))
         if args.profile:
