@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -92,8 +93,12 @@ class SplitSums {
     storage.assign(static_cast<size_t>(2 * kCopies * bins), 0.0);
     data_ = storage.data();
   }
-  // The byte offsets of (bin, copy) for lanes whose copies are lane % kCopies, to add to bins
-  // (bins * kCopies * 16 fits in int32 for any bin count the op accepts).
+  // Whether the vector loops' int32 byte offsets reach every copy (not past 2**31 / 64 bins;
+  // beyond, a run takes the scalar loop).
+  static bool offsets_fit(int64_t bins) {
+    return bins <= std::numeric_limits<int32_t>::max() / (2 * kCopies * sizeof(double));
+  }
+  // The byte offset of copy 1 from copy 0 (lane l's copy is l % kCopies; its bin b adds 16 b).
   int32_t copy_stride() const { return static_cast<int32_t>(2 * bins_ * sizeof(double)); }
   // Where a vector loop stages element e of the block: its offset and its (g, g * w) pair.
   int32_t* offsets() { return offsets_; }
@@ -368,8 +373,10 @@ __attribute__((target("avx512f"))) void stage_short_avx512(
 __attribute__((target("avx512f"))) void backward_avx512(
     const float* x, const float* g, float* gx, int64_t n, const Unit<float>& unit,
     BinSums sums) {
-  if (n < kLongRun) return backward_scalar(x, g, gx, n, unit, sums);
   const int64_t bins = unit.num_intervals + 2;
+  if (n < kLongRun || !SplitSums::offsets_fit(bins)) {
+    return backward_scalar(x, g, gx, n, unit, sums);
+  }
   const TableAvx512 slopes = load_table_avx512(unit.slope, bins);
   SplitSums split(bins);
   // Byte offset of lane l's copy (l % kCopies).
@@ -522,8 +529,11 @@ __attribute__((target("avx2,fma"))) void stage_short_avx2(
 __attribute__((target("avx2,fma"))) void backward_avx2(
     const float* x, const float* g, float* gx, int64_t n, const Unit<float>& unit,
     BinSums sums) {
-  if (n < kLongRun) return backward_scalar(x, g, gx, n, unit, sums);
-  SplitSums split(unit.num_intervals + 2);
+  const int64_t bins = unit.num_intervals + 2;
+  if (n < kLongRun || !SplitSums::offsets_fit(bins)) {
+    return backward_scalar(x, g, gx, n, unit, sums);
+  }
+  SplitSums split(bins);
   const __m256i lane_copy = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3),
                                                _mm256_set1_epi32(split.copy_stride()));
   const int64_t full = n / 8 * 8;
