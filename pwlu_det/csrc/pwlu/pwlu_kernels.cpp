@@ -210,6 +210,16 @@ void backward_slices(const float* x, const float* g, float* gx,
   group.flush();
 }
 
+// The scalar backward of each slice in turn (the scalar ISA, and float64).
+template <typename T>
+void backward_slices_scalar(const T* x, const T* g, T* gx,
+                            const std::vector<RunSlice<T>>& slices) {
+  for (const RunSlice<T>& run : slices) {
+    backward_scalar(x + run.begin, g + run.begin, gx + run.begin, run.end - run.begin,
+                    *run.unit, run.sums);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // AVX-512 (16 floats per vector).
 
@@ -682,20 +692,14 @@ void backward_runs<float>(const float* x, const float* g, float* gx,
     case Isa::kAvx2:
       return backward_slices(x, g, gx, slices, backward_avx2, stage_short_avx2);
     default:
-      for (const RunSlice<float>& run : slices) {
-        backward_scalar(x + run.begin, g + run.begin, gx + run.begin, run.end - run.begin,
-                        *run.unit, run.sums);
-      }
+      return backward_slices_scalar(x, g, gx, slices);
   }
 }
 
 template <>
 void backward_runs<double>(const double* x, const double* g, double* gx,
                            const std::vector<RunSlice<double>>& slices) {
-  for (const RunSlice<double>& run : slices) {
-    backward_scalar(x + run.begin, g + run.begin, gx + run.begin, run.end - run.begin,
-                    *run.unit, run.sums);
-  }
+  backward_slices_scalar(x, g, gx, slices);
 }
 
 template <>
