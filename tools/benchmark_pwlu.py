@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Benchmark the PWLU op against SiLU and ReLU, measured in the same run (CPU or CUDA).
 
-CPU (default): per training shape (float32, NCHW), forward and forward+backward of SiLU, ReLU
-and the op (layer- and channel-wise) timed in ``--repeats`` interleaved rounds: medians in ms,
-the ratio to SiLU as the median (min-max) of its round-by-round values, and the bytes autograd
-keeps alive for backward per input byte. Then the forward alone on the small shapes a Mask
-R-CNN sees at inference (microseconds, channel-wise). Targets for the C++ kernel: forward
-<= 1.0x SiLU, forward+backward <= 1.15x SiLU, saved = 1.0x.
+CPU (default): per training shape (float32, NCHW), forward and forward+backward of SiLU, ReLU,
+the op (layer- and channel-wise) and the public ``pwlu()`` (channel-wise) timed in ``--repeats``
+interleaved rounds: medians in ms, the ratio to SiLU as the median (min-max) of its
+round-by-round values, and the bytes autograd keeps alive for backward per input byte. Then the
+forward alone on the small shapes a Mask R-CNN sees at inference (microseconds, channel-wise).
+Targets for the C++ kernel: forward <= 1.0x SiLU, forward+backward <= 1.15x SiLU, saved = 1.0x.
 
 CUDA (``--device cuda``): the Triton backend on the R50-FPN shapes (P2-P6 of an 800x1333 image
 padded to 800x1344, batch 2, 256 channels; the mask head's RoI map (512, 256, 14, 14); the box
@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python tools/benchmark_pwlu.py`, pwlu_det not installed
     sys.path.insert(0, str(ROOT))
 from pwlu_det.layers import PWLU, project_bounds, pwlu, pwlu_cpp  # noqa: E402
+from pwlu_det.layers.pwlu_op import canonical_params  # noqa: E402
 
 #: Training shapes: a ResNet-50 res2 map at batch 16, the demo's largest map (res2 of the
 #: R18-FPN on a 256x256 image, batch 2) and a COCO image's res2 map at batch 2.
@@ -101,13 +102,20 @@ def saved_bytes(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> 
 
 
 def activations(channels: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """The activations timed on CPU; SiLU first (the baseline of the ratios)."""
+    """The activations timed on CPU; SiLU first (the baseline of the ratios).
+
+    "PWLU op" is ``torch.ops.pwlu_det.pwlu_forward`` on canonical parameters, as the PWLU
+    module calls it; ``pwlu()`` adds the public function's argument checks (Python).
+    """
     layer, channel = relu_like_params(None), relu_like_params(channels)
+    op = torch.ops.pwlu_det.pwlu_forward
+    layer_op, channel_op = canonical_params(*layer), canonical_params(*channel)
     return {
         "SiLU": F.silu,
         "ReLU": F.relu,
-        "PWLU op (layer)": lambda x: pwlu(x, *layer),
-        "PWLU op (channel)": lambda x: pwlu(x, *channel),
+        "PWLU op (layer)": lambda x: op(x, *layer_op, 1),
+        "PWLU op (channel)": lambda x: op(x, *channel_op, 1),
+        "pwlu() (channel)": lambda x: pwlu(x, *channel),
     }
 
 

@@ -51,6 +51,8 @@ BACKWARD_SCHEMA = (
     "Tensor g_left_bound, Tensor g_right_bound, Tensor g_heights, Tensor g_left_slope, "
     "Tensor g_right_slope)"
 )
+_ARGUMENT_NAMES = ("x", *PARAM_NAMES)
+_BOUND_AND_SLOPE_INDICES = (0, 1, 3, 4)  # the parameters shaped like the bounds
 _warned: set[str] = set()
 
 
@@ -74,6 +76,7 @@ def _exporting() -> bool:
 _LIB = torch.library.Library("pwlu_det", "FRAGMENT")  # noqa: TOR901 (kept alive: owns the defs)
 _LIB.define(FORWARD_SCHEMA)
 _LIB.define(BACKWARD_SCHEMA)
+_FORWARD = torch.ops.pwlu_det.pwlu_forward.default  # resolved once: pwlu() is per call
 
 
 @torch.library.register_fake("pwlu_det::pwlu_forward")
@@ -183,47 +186,55 @@ def check_canonical(x: torch.Tensor, params: tuple[torch.Tensor, ...], channel_d
 def check_inputs(x: torch.Tensor, params: tuple[torch.Tensor, ...], channel_dim: int) -> int:
     """Validate the arguments of :func:`pwlu`; return ``channel_dim`` made non-negative.
 
+    Written for the valid case, which every call pays for (a few microseconds against kernels
+    of tens): one pass over the arguments, each shape read once.
+
     Raises:
         TypeError, ValueError: as :func:`pwlu`, naming the argument.
     """
-    for name, value in zip(("x", *PARAM_NAMES), (x, *params), strict=True):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"pwlu: x must be a tensor, got {type(x).__name__}")
+    device = x.device
+    for name, value in zip(_ARGUMENT_NAMES, (x, *params), strict=True):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"pwlu: {name} must be a tensor, got {type(value).__name__}")
         if not value.is_floating_point():
             raise TypeError(f"pwlu: {name} must be a floating-point tensor, got {value.dtype}")
-        if value.device != x.device:
-            raise ValueError(f"pwlu: {name} is on {value.device} but x is on {x.device}")
-    bounds_and_slopes = {n: p for n, p in zip(PARAM_NAMES, params, strict=True) if n != "heights"}
-    heights = params[2]
-    if heights.dim() not in (1, 2) or heights.shape[-1] < 2:
+        if value.device != device:
+            raise ValueError(f"pwlu: {name} is on {value.device} but x is on {device}")
+    heights_shape = params[2].shape
+    if len(heights_shape) not in (1, 2) or heights_shape[-1] < 2:
         raise ValueError(
             "pwlu: heights must be (N + 1,) for a layer-wise unit or (C, N + 1) for a "
-            f"channel-wise one, with N >= 1 intervals; got shape {tuple(heights.shape)}"
+            f"channel-wise one, with N >= 1 intervals; got shape {tuple(heights_shape)}"
         )
-    if heights.dim() == 1:
-        for name, p in bounds_and_slopes.items():
-            if p.dim() != 0:
+    x_shape = x.shape
+    dims = len(x_shape)
+    if len(heights_shape) == 1:
+        for index in _BOUND_AND_SLOPE_INDICES:
+            if params[index].dim() != 0:
                 raise ValueError(
-                    f"pwlu: layer-wise heights {tuple(heights.shape)} need a 0-d {name}, got "
-                    f"shape {tuple(p.shape)}"
+                    f"pwlu: layer-wise heights {tuple(heights_shape)} need a 0-d "
+                    f"{PARAM_NAMES[index]}, got shape {tuple(params[index].shape)}"
                 )
-        return channel_dim if channel_dim >= 0 else max(x.dim() + channel_dim, 0)
-    if not -x.dim() <= channel_dim < x.dim():
+        return channel_dim if channel_dim >= 0 else max(dims + channel_dim, 0)
+    if not -dims <= channel_dim < dims:
         raise ValueError(
-            f"pwlu: channel_dim={channel_dim} is out of range for x of shape {tuple(x.shape)}"
+            f"pwlu: channel_dim={channel_dim} is out of range for x of shape {tuple(x_shape)}"
         )
-    channel_dim %= x.dim()
-    channels = x.shape[channel_dim]
-    if heights.shape[0] != channels:
+    channel_dim %= dims
+    channels = x_shape[channel_dim]
+    if heights_shape[0] != channels:
         raise ValueError(
-            f"pwlu: heights {tuple(heights.shape)} has {heights.shape[0]} rows but x "
-            f"{tuple(x.shape)} has {channels} channels in dim {channel_dim}"
+            f"pwlu: heights {tuple(heights_shape)} has {heights_shape[0]} rows but x "
+            f"{tuple(x_shape)} has {channels} channels in dim {channel_dim}"
         )
-    for name, p in bounds_and_slopes.items():
-        if tuple(p.shape) != (channels,):
+    for index in _BOUND_AND_SLOPE_INDICES:
+        shape = params[index].shape
+        if len(shape) != 1 or shape[0] != channels:
             raise ValueError(
-                f"pwlu: channel-wise {name} must have shape ({channels},) for x "
-                f"{tuple(x.shape)} with channel_dim={channel_dim}, got {tuple(p.shape)}"
+                f"pwlu: channel-wise {PARAM_NAMES[index]} must have shape ({channels},) for x "
+                f"{tuple(x_shape)} with channel_dim={channel_dim}, got {tuple(shape)}"
             )
     return channel_dim
 
@@ -257,7 +268,7 @@ def pwlu_canonical(
     """The op on checked, canonical arguments (see :func:`canonical_params`); the reference,
     with a one-time warning, where ``x``'s device has no kernel."""
     if has_kernel(x.device.type):
-        return torch.ops.pwlu_det.pwlu_forward(x, *params, channel_dim)
+        return _FORWARD(x, *params, channel_dim)
     _warn_once(
         x.device.type,
         f"pwlu: no kernel for {x.device.type} tensors "

@@ -330,6 +330,37 @@ def test_cpp_backward_adds_each_bin_in_a_fixed_order(isa, second, run_length):
     assert grads[4].tolist() == [0.0 if in_order else -1.0, 0.0]  # left slope: sum of g * w
 
 
+@pytest.mark.parametrize("case", [*INFERENCE_SHAPES, "fc_37_two_chunks"])
+def test_cpp_interleaved_backward_equals_the_scalar_loop_bit_for_bit(isa, case):
+    # Interleaved channels ((N, C) and channels_last): the vector loops stage up to 16 (8)
+    # channels of a row, then add each element's (g, g * w) into its unit's bin sums in element
+    # order, as the scalar loop does; grad x and all five parameter gradients must be the same
+    # bits. "fc_37_two_chunks": two threads, the second chunk starting mid-row.
+    if isa == "scalar":
+        pytest.skip("the scalar loop is the reference of this test")
+    shape = (1801, 37) if case == "fc_37_two_chunks" else INFERENCE_SHAPES[case]
+    params = make_params(shape[1], 16, dtype=torch.float32, seed=14)
+    x = _inference_input(shape, params)
+    if x.dim() == 4:
+        x = x.to(memory_format=torch.channels_last)
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(15))
+    g.view(-1)[[1, -5]] = float("nan")
+    g = g.to(memory_format=torch.channels_last if x.dim() == 4 else torch.contiguous_format)
+    op_params = pwlu_op.canonical_params(*params)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if case == "fc_37_two_chunks" else 1)
+    try:
+        vector = torch.ops.pwlu_det.pwlu_backward(g, x, *op_params, 1)
+        pwlu_cpp.set_cpu_capability("scalar")
+        scalar = torch.ops.pwlu_det.pwlu_backward(g, x, *op_params, 1)
+    finally:
+        torch.set_num_threads(threads)
+        pwlu_cpp.set_cpu_capability(isa)
+    for v, s in zip(vector, scalar, strict=True):
+        torch.testing.assert_close(v, s, rtol=0, atol=0, equal_nan=True)
+    assert not vector[0].isnan().all() and not vector[3].isnan().all()
+
+
 def test_cpp_float32_chunks_start_mid_row(isa):
     # 1801 x 37 elements split into two chunks (of at least 2**15 elements, one per thread)
     # at element 33318, channel 18 of a row: the interleaved loop starts mid-row.

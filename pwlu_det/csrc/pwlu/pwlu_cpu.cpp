@@ -228,13 +228,18 @@ void backward_impl(const at::Tensor& g, const at::Tensor& x, at::Tensor& gx,
       double* chunk_sums = pp + c * per_chunk;
       const int64_t begin = numel * c / chunks, end = numel * (c + 1) / chunks;
       if (runs.interleaved()) {
-        std::vector<kernels::BinSums> unit_sums(units);
-        for (int64_t u = 0; u < units; ++u) {
-          unit_sums[u] =
-              kernels::BinSums{chunk_sums + u * 2 * bins, chunk_sums + u * 2 * bins + bins};
-        }
+        // The kernel's sums are (unit, bin) pairs; copied (not added: the same bits) into the
+        // chunk's (unit, sum_g bins, sum_gw bins) layout.
+        thread_local std::vector<double> pair_sums;
+        pair_sums.assign(per_chunk, 0.0);
         kernels::backward_interleaved<T>(xp + begin, gp + begin, gxp + begin, end - begin, begin,
-                                         tables.arrays(), unit_sums.data());
+                                         tables.arrays(), pair_sums.data());
+        for (int64_t u = 0; u < units; ++u) {
+          for (int64_t b = 0; b < bins; ++b) {
+            chunk_sums[u * 2 * bins + b] = pair_sums[2 * (u * bins + b)];
+            chunk_sums[u * 2 * bins + bins + b] = pair_sums[2 * (u * bins + b) + 1];
+          }
+        }
         continue;
       }
       thread_local std::vector<kernels::RunSlice<T>> slices;

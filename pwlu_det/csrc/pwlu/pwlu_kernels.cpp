@@ -220,6 +220,39 @@ void backward_slices_scalar(const T* x, const T* g, T* gx,
   }
 }
 
+// Interleaved units, in blocks: `stage` (a vector loop) computes gx and stages, for up to
+// kLanes consecutive channels of one row (elements [k, k + lanes), units [u, u + lanes)), each
+// element's pair index (unit * bins + bin) and its (g, g * w) pair in double; then the block's
+// elements add into their pairs of sums in element order, as backward_interleaved_scalar adds
+// them, one 128-bit load-add-store each. Neighbouring elements belong to different units, so
+// the additions do not wait on each other. The staging arrays have kLanes entries of slack: a
+// vector stage writes all its lanes.
+template <int kLanes, typename Stage>
+void backward_interleaved_staged(const float* x, const float* g, float* gx, int64_t n,
+                                 int64_t first_unit, const UnitArrays<float>& all, double* sums,
+                                 Stage stage) {
+  constexpr int64_t kBlock = 64;
+  alignas(64) int32_t index[kBlock + kLanes];
+  alignas(64) double pairs[2 * (kBlock + kLanes)];
+  int64_t u = first_unit % all.num_units;
+  for (int64_t k = 0; k < n;) {
+    int64_t staged = 0;
+    while (staged < kBlock && k + staged < n) {
+      const int64_t lanes = std::min<int64_t>({kLanes, n - k - staged, all.num_units - u});
+      const int64_t e = k + staged;
+      stage(x + e, g + e, gx + e, lanes, u, all, index + staged, pairs + 2 * staged);
+      staged += lanes;
+      u += lanes;
+      if (u == all.num_units) u = 0;
+    }
+    for (int64_t e = 0; e < staged; ++e) {
+      double* sum = sums + 2 * static_cast<int64_t>(index[e]);
+      _mm_storeu_pd(sum, _mm_add_pd(_mm_loadu_pd(sum), _mm_loadu_pd(pairs + 2 * e)));
+    }
+    k += staged;
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // AVX-512 (16 floats per vector).
 
@@ -348,7 +381,8 @@ __attribute__((target("avx512f"))) void forward_interleaved_avx512(
   }
 }
 
-// Stores the 16 pairs (g[l], gw[l]) in double, in element order, at pairs[0 .. 32).
+// Stores the 16 pairs (g[l], gw[l]) in double, in element order, at pairs[0 .. 32) (any
+// alignment).
 __attribute__((target("avx512f"))) inline void stage_pairs_avx512(__m512 g, __m512 gw,
                                                                    double* pairs) {
   const __m512i first_pairs =
@@ -356,10 +390,36 @@ __attribute__((target("avx512f"))) inline void stage_pairs_avx512(__m512 g, __m5
   const __m512i last_pairs = _mm512_add_epi32(first_pairs, _mm512_set1_epi32(8));
   const __m512 first = _mm512_permutex2var_ps(g, first_pairs, gw);  // g0 gw0 .. g7 gw7
   const __m512 last = _mm512_permutex2var_ps(g, last_pairs, gw);    // g8 gw8 .. g15 gw15
-  _mm512_store_pd(pairs, _mm512_cvtps_pd(_mm512_castps512_ps256(first)));
-  _mm512_store_pd(pairs + 8, _mm512_cvtps_pd(upper_half_avx512(first)));
-  _mm512_store_pd(pairs + 16, _mm512_cvtps_pd(_mm512_castps512_ps256(last)));
-  _mm512_store_pd(pairs + 24, _mm512_cvtps_pd(upper_half_avx512(last)));
+  _mm512_storeu_pd(pairs, _mm512_cvtps_pd(_mm512_castps512_ps256(first)));
+  _mm512_storeu_pd(pairs + 8, _mm512_cvtps_pd(upper_half_avx512(first)));
+  _mm512_storeu_pd(pairs + 16, _mm512_cvtps_pd(_mm512_castps512_ps256(last)));
+  _mm512_storeu_pd(pairs + 24, _mm512_cvtps_pd(upper_half_avx512(last)));
+}
+
+// One vector of backward_interleaved_staged: `lanes` (<= 16) channels u.. of one row.
+__attribute__((target("avx512f"))) void stage_interleaved_avx512(
+    const float* x, const float* g, float* gx, int64_t lanes, int64_t u,
+    const UnitArrays<float>& all, int32_t* index, double* pairs) {
+  const __mmask16 mask = first_lanes(lanes);
+  const int32_t num_bins = static_cast<int32_t>(all.num_intervals + 2);
+  const __m512 vx = _mm512_maskz_loadu_ps(mask, x);
+  const __m512 vg = _mm512_maskz_loadu_ps(mask, g);
+  __m512 w;
+  const __m512i bin = _mm512_cvttps_epi32(bins_avx512(
+      vx, _mm512_maskz_loadu_ps(mask, all.left_bound + u),
+      _mm512_maskz_loadu_ps(mask, all.right_bound + u),
+      _mm512_maskz_loadu_ps(mask, all.inv_width + u), all.num_intervals, &w));
+  // The slope of (unit, bin) is pairs[2 * (unit * num_bins + bin)].
+  const __m512i unit_offsets = _mm512_mullo_epi32(
+      _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(u)),
+                       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)),
+      _mm512_set1_epi32(num_bins));
+  const __m512i pair = _mm512_add_epi32(unit_offsets, bin);
+  const __m512 slope = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask,
+                                                _mm512_slli_epi32(pair, 1), all.pairs, 4);
+  _mm512_mask_storeu_ps(gx, mask, _mm512_mul_ps(vg, slope));
+  _mm512_storeu_si512(index, pair);
+  stage_pairs_avx512(vg, _mm512_mul_ps(vg, w), pairs);
 }
 
 // A short run (n < kLongRun): gx, and each element's bin and (g, g * w) pair staged for
@@ -508,15 +568,41 @@ __attribute__((target("avx2,fma"))) void forward_interleaved_avx2(
   }
 }
 
-// Stores the 8 pairs (g[l], gw[l]) in double, in element order, at pairs[0 .. 16).
+// Stores the 8 pairs (g[l], gw[l]) in double, in element order, at pairs[0 .. 16) (any
+// alignment).
 __attribute__((target("avx2,fma"))) inline void stage_pairs_avx2(__m256 g, __m256 gw,
                                                                  double* pairs) {
   const __m256 low = _mm256_unpacklo_ps(g, gw);   // g0 gw0 g1 gw1 | g4 gw4 g5 gw5
   const __m256 high = _mm256_unpackhi_ps(g, gw);  // g2 gw2 g3 gw3 | g6 gw6 g7 gw7
-  _mm256_store_pd(pairs, _mm256_cvtps_pd(_mm256_castps256_ps128(low)));
-  _mm256_store_pd(pairs + 4, _mm256_cvtps_pd(_mm256_castps256_ps128(high)));
-  _mm256_store_pd(pairs + 8, _mm256_cvtps_pd(_mm256_extractf128_ps(low, 1)));
-  _mm256_store_pd(pairs + 12, _mm256_cvtps_pd(_mm256_extractf128_ps(high, 1)));
+  _mm256_storeu_pd(pairs, _mm256_cvtps_pd(_mm256_castps256_ps128(low)));
+  _mm256_storeu_pd(pairs + 4, _mm256_cvtps_pd(_mm256_castps256_ps128(high)));
+  _mm256_storeu_pd(pairs + 8, _mm256_cvtps_pd(_mm256_extractf128_ps(low, 1)));
+  _mm256_storeu_pd(pairs + 12, _mm256_cvtps_pd(_mm256_extractf128_ps(high, 1)));
+}
+
+// As stage_interleaved_avx512, up to 8 channels.
+__attribute__((target("avx2,fma"))) void stage_interleaved_avx2(
+    const float* x, const float* g, float* gx, int64_t lanes, int64_t u,
+    const UnitArrays<float>& all, int32_t* index, double* pairs) {
+  const __m256i mask = first_lanes_avx2(lanes);
+  const int32_t num_bins = static_cast<int32_t>(all.num_intervals + 2);
+  const __m256 vx = _mm256_maskload_ps(x, mask);
+  const __m256 vg = _mm256_maskload_ps(g, mask);
+  __m256 w;
+  const __m256i bin = _mm256_cvttps_epi32(bins_avx2(
+      vx, _mm256_maskload_ps(all.left_bound + u, mask),
+      _mm256_maskload_ps(all.right_bound + u, mask), _mm256_maskload_ps(all.inv_width + u, mask),
+      all.num_intervals, &w));
+  const __m256i unit_offsets = _mm256_mullo_epi32(
+      _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(u)),
+                       _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
+      _mm256_set1_epi32(num_bins));
+  const __m256i pair = _mm256_add_epi32(unit_offsets, bin);
+  const __m256 slope = _mm256_mask_i32gather_ps(
+      _mm256_setzero_ps(), all.pairs, _mm256_slli_epi32(pair, 1), _mm256_castsi256_ps(mask), 4);
+  _mm256_maskstore_ps(gx, mask, _mm256_mul_ps(vg, slope));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(index), pair);
+  stage_pairs_avx2(vg, _mm256_mul_ps(vg, w), pairs);
 }
 
 // As stage_short_avx512, 8 elements per vector.
@@ -721,25 +807,46 @@ void forward_interleaved<double>(const double* x, double* y, int64_t n, int64_t 
   forward_interleaved_scalar(x, y, n, first_unit, all);
 }
 
+// The definition the staged vector loops reproduce (also the scalar ISA's and float64's loop).
 template <typename T>
-void backward_interleaved(const T* x, const T* g, T* gx, int64_t n, int64_t first_unit,
-                          const UnitArrays<T>& all, const BinSums* sums) {
+void backward_interleaved_scalar(const T* x, const T* g, T* gx, int64_t n, int64_t first_unit,
+                                 const UnitArrays<T>& all, double* sums) {
+  const int64_t bins = all.num_intervals + 2;
   int64_t unit = first_unit % all.num_units;
   for (int64_t k = 0; k < n; ++k) {
     T w;
     const Unit<T>& u = all.units[unit];
     const int64_t bin = bin_of(x[k], u, &w);
     gx[k] = g[k] * u.slope[bin];
-    sums[unit].sum_g[bin] += static_cast<double>(g[k]);
-    sums[unit].sum_gw[bin] += static_cast<double>(g[k] * w);
+    double* sum = sums + 2 * (unit * bins + bin);
+    sum[0] += static_cast<double>(g[k]);
+    sum[1] += static_cast<double>(g[k] * w);
     if (++unit == all.num_units) unit = 0;
   }
 }
 
-template void backward_interleaved<float>(const float*, const float*, float*, int64_t, int64_t,
-                                          const UnitArrays<float>&, const BinSums*);
-template void backward_interleaved<double>(const double*, const double*, double*, int64_t,
-                                           int64_t, const UnitArrays<double>&, const BinSums*);
+template <>
+void backward_interleaved<float>(const float* x, const float* g, float* gx, int64_t n,
+                                 int64_t first_unit, const UnitArrays<float>& all,
+                                 double* sums) {
+  switch (active_isa()) {
+    case Isa::kAvx512:
+      return backward_interleaved_staged<16>(x, g, gx, n, first_unit, all, sums,
+                                             stage_interleaved_avx512);
+    case Isa::kAvx2:
+      return backward_interleaved_staged<8>(x, g, gx, n, first_unit, all, sums,
+                                            stage_interleaved_avx2);
+    default:
+      return backward_interleaved_scalar(x, g, gx, n, first_unit, all, sums);
+  }
+}
+
+template <>
+void backward_interleaved<double>(const double* x, const double* g, double* gx, int64_t n,
+                                  int64_t first_unit, const UnitArrays<double>& all,
+                                  double* sums) {
+  backward_interleaved_scalar(x, g, gx, n, first_unit, all, sums);
+}
 
 std::string cpu_capability() { return isa_name(active_isa()); }
 

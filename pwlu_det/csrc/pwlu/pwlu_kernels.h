@@ -72,11 +72,12 @@ template <typename T>
 void forward_interleaved(const T* x, T* y, int64_t n, int64_t first_unit,
                          const UnitArrays<T>& all);
 
-// As forward_interleaved, adding each element's sums into sums[unit] (one BinSums per unit).
-// Scalar loop.
+// As forward_interleaved, adding each element's g and g * w into its unit's bin, in element
+// order: sums is (num_units, num_intervals + 2, 2), the pair of unit u's bin b at
+// sums[2 * (u * (num_intervals + 2) + b)]. Vector loops for float32, as forward_interleaved.
 template <typename T>
 void backward_interleaved(const T* x, const T* g, T* gx, int64_t n, int64_t first_unit,
-                          const UnitArrays<T>& all, const BinSums* sums);
+                          const UnitArrays<T>& all, double* sums);
 
 // The instruction set the float32 loops use: "avx512", "avx2" or "scalar".
 std::string cpu_capability();
