@@ -279,6 +279,42 @@ def print_autograd(rounds: int) -> None:
     print(tabulate(table, ["input", "C++", "Python", "Python / C++"], disable_numparse=True))
 
 
+#: Interleaved channels (channel stride 1): a box head's FC outputs, a channels_last map.
+INTERLEAVED_SHAPES = (((128, 512), False), ((1024, 1024), False), ((2, 64, 64, 64), True))
+
+
+def print_interleaved_backward(repeats: int) -> None:
+    """The op's backward alone on interleaved channels, ms per call: each instruction set the
+    CPU has (scalar: the loop every instruction set ran before they had vector loops) and SiLU's
+    backward, interleaved calls, medians."""
+    isas = pwlu_cpp.cpu_capabilities()
+    print(f"\nthe op's backward on interleaved channels, ms (medians of {repeats} interleaved)")
+    backward = torch.ops.pwlu_det.pwlu_backward
+    table = []
+    for shape, channels_last in INTERLEAVED_SHAPES:
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        x = torch.randn(shape).to(memory_format=layout)
+        grad = torch.randn(shape).to(memory_format=layout)
+        params = [p.detach() for p in canonical_params(*relu_like_params(shape[1]))]
+
+        def op(x=x, grad=grad, params=params):
+            backward(grad, x, *params, 1)
+
+        def silu(x=x, grad=grad):
+            torch.ops.aten.silu_backward(grad, x)
+
+        times: dict[str, list[float]] = {name: [] for name in (*isas, "SiLU")}
+        for r in range(repeats):
+            for name in times if r % 2 == 0 else list(times)[::-1]:
+                if name != "SiLU":
+                    pwlu_cpp.set_cpu_capability(name)
+                times[name].append(median_ms(silu if name == "SiLU" else op, 5, warmup=1))
+        pwlu_cpp.set_cpu_capability("best")
+        label = f"{shape}{' channels_last' if channels_last else ''}"
+        table.append([label, *(f"{statistics.median(t):.3f}" for t in times.values())])
+    print(tabulate(table, ["input", *isas, "SiLU"], disable_numparse=True))
+
+
 def print_projection(device: str, repeats: int) -> None:
     t = run_projection(device, repeats)
     batched = t["all units in one call"]
@@ -678,6 +714,7 @@ def main() -> None:
             f"{str(shape):<20}{t['SiLU']:>9.1f}{t['pwlu()']:>9.1f}{t['pwlu()'] / t['SiLU']:>8.2f}"
             f"{t['torch.ops']:>11.1f}{t['torch.ops'] / t['SiLU']:>8.2f}"
         )
+    print_interleaved_backward(args.repeats)
     print_projection("cpu", repeats)
     print_autograd(max(3, args.repeats // 2))
 
