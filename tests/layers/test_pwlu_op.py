@@ -27,18 +27,29 @@ ISAS = ("avx512", "avx2", "scalar")
 NUM_INTERVALS = (1, 2, 16, 64)
 
 
+def _use_isa(name):
+    """Sets the kernel's instruction set for one test (skipped where unusable), then resets it."""
+    usable = pwlu_cpp.cpu_capabilities()
+    if name not in usable:
+        cap = os.environ.get(pwlu_cpp.CAPABILITY_VARIABLE)
+        why = f"{pwlu_cpp.CAPABILITY_VARIABLE}={cap} caps it" if cap else "this CPU lacks it"
+        pytest.skip(f"{name}: {why}; the {usable[0]} cases run instead")
+    pwlu_cpp.set_cpu_capability(name)
+    yield name
+    pwlu_cpp.set_cpu_capability("best")
+
+
 @pytest.fixture(params=ISAS)
 def isa(request):
     """Runs a test once per instruction set of the kernel; skips those the CPU lacks or that
     ``PWLU_DET_CPU_CAPABILITY`` caps, saying which one runs instead."""
-    usable = pwlu_cpp.cpu_capabilities()
-    if request.param not in usable:
-        cap = os.environ.get(pwlu_cpp.CAPABILITY_VARIABLE)
-        why = f"{pwlu_cpp.CAPABILITY_VARIABLE}={cap} caps it" if cap else "this CPU lacks it"
-        pytest.skip(f"{request.param}: {why}; the {usable[0]} cases run instead")
-    pwlu_cpp.set_cpu_capability(request.param)
-    yield request.param
-    pwlu_cpp.set_cpu_capability("best")
+    yield from _use_isa(request.param)
+
+
+@pytest.fixture(params=[name for name in ISAS if name != "scalar"])
+def vector_isa(request):
+    """As ``isa``, for the vector instruction sets only."""
+    yield from _use_isa(request.param)
 
 
 def _hardware_isas() -> list[str]:
@@ -331,13 +342,11 @@ def test_cpp_backward_adds_each_bin_in_a_fixed_order(isa, second, run_length):
 
 
 @pytest.mark.parametrize("case", [*INFERENCE_SHAPES, "fc_37_two_chunks"])
-def test_cpp_interleaved_backward_equals_the_scalar_loop_bit_for_bit(isa, case):
+def test_cpp_interleaved_backward_equals_the_scalar_loop_bit_for_bit(vector_isa, case):
     # Interleaved channels ((N, C) and channels_last): the vector loops stage up to 16 (8)
     # channels of a row, then add each element's (g, g * w) into its unit's bin sums in element
     # order, as the scalar loop does; grad x and all five parameter gradients must be the same
     # bits. "fc_37_two_chunks": two threads, the second chunk starting mid-row.
-    if isa == "scalar":
-        pytest.skip("the scalar loop is the reference of this test")
     shape = (1801, 37) if case == "fc_37_two_chunks" else INFERENCE_SHAPES[case]
     params = make_params(shape[1], 16, dtype=torch.float32, seed=14)
     x = _inference_input(shape, params)
@@ -355,7 +364,7 @@ def test_cpp_interleaved_backward_equals_the_scalar_loop_bit_for_bit(isa, case):
         scalar = torch.ops.pwlu_det.pwlu_backward(g, x, *op_params, 1)
     finally:
         torch.set_num_threads(threads)
-        pwlu_cpp.set_cpu_capability(isa)
+        pwlu_cpp.set_cpu_capability(vector_isa)
     for v, s in zip(vector, scalar, strict=True):
         torch.testing.assert_close(v, s, rtol=0, atol=0, equal_nan=True)
     assert not vector[0].isnan().all() and not vector[3].isnan().all()
