@@ -25,6 +25,7 @@ from pwlu_det.engine.compare import (
     mean_std,
     parameters_added,
     plan_runs,
+    resumed_at,
     write_reports,
 )
 from pwlu_det.engine.demo import compare_with_documented, write_demo_pictures
@@ -179,6 +180,32 @@ def test_reports_give_mean_and_std_over_seeds(tmp_path):
     assert set(CSV_COLUMNS) == set(table[0])
 
 
+def test_a_run_resumed_mid_training_is_named_in_the_reports(tmp_path):
+    # Detectron2 logs "Starting training from iteration N" at every start; log.txt collects them.
+    run = tmp_path / "run"
+    run.mkdir()
+    assert resumed_at(str(run)) == []  # no log: never started here
+    (run / "log.txt").write_text(
+        "[12/07 10:00:00] d2.engine.train_loop INFO: Starting training from iteration 0\n"
+        "[12/07 10:09:00] d2.engine.train_loop INFO: Starting training from iteration 615\n"
+        "[12/07 10:12:00] d2.engine.train_loop INFO: Starting training from iteration 700\n"
+    )
+    assert resumed_at(str(run)) == [615, 700]
+    once = tmp_path / "once"
+    once.mkdir()
+    (once / "log.txt").write_text("x INFO: Starting training from iteration 0\n")
+    assert resumed_at(str(once)) == []
+    rows = [
+        {**_row("a_pwlu", "PWLU", 0, 11.0, 20.0, run), "resumed": "615 700"},
+        {**_row("a_pwlu", "PWLU", 1, 13.0, 22.0, once), "resumed": ""},
+    ]
+    text = Path(write_reports(rows, str(tmp_path / "r"), "compare", "abc")["md"]).read_text()
+    section = text.split("## Resumed runs", 1)[1]
+    assert "- a_pwlu seed 0: from iteration 615 700" in section and "seed 1" not in section
+    plain = Path(write_reports(rows[1:], str(tmp_path / "s"), "compare", "abc")["md"]).read_text()
+    assert "Resumed" not in plain
+
+
 def test_reports_count_a_diverged_seed_instead_of_hiding_it(tmp_path):
     diverged = _row("a_pwlu", "PWLU", 1, 0.0, 0.0, tmp_path)
     for key in ("bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75"):
@@ -266,12 +293,12 @@ def test_comparison_end_to_end_and_resumed_without_retraining(subprocess_dataset
     assert stamps == [(ROOT / r["output_dir"] / "model_final.pth").stat().st_mtime_ns for r in rows]
 
     # A run that stopped before it recorded its result resumes from its checkpoint: it is
-    # evaluated again, not retrained.
+    # evaluated again, not retrained, so it is not a resumed run.
     run_dir = ROOT / rows[1]["output_dir"]
     (run_dir / RUN_RESULT).unlink()
     _, resumed = _compare(work, "--seeds", "0")
     assert (run_dir / "metrics.json").read_text() == metrics[1]
-    assert resumed[1]["resumed"] == "True" and resumed[1]["bbox_AP"] == rows[1]["bbox_AP"]
+    assert resumed[1]["resumed"] == "" and resumed[1]["bbox_AP"] == rows[1]["bbox_AP"]
     assert json.loads((run_dir / RUN_RESULT).read_text())["results"]["bbox"]["AP"] == pytest.approx(
         float(rows[1]["bbox_AP"]), abs=1e-3
     )

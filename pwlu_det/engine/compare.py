@@ -4,7 +4,9 @@ Every run is one training of a config with ``SEED k`` into its own ``OUTPUT_DIR`
 (``<work_dir>/<config stem>/seed<k>``), started by a :data:`Launcher` that the caller gives
 (``tools/compare_activations.py`` runs train_net in a child process). A run whose
 :data:`RUN_RESULT` file exists is finished and reused as it is; any other run is launched to
-resume, so an interrupted one continues from its last checkpoint. A run folder whose
+resume, so an interrupted one continues from its last checkpoint; the reports name every run
+whose training was resumed mid-way (:func:`resumed_at`), since Detectron2 restarts the data order
+on resume and such a run is not what one uninterrupted command gives. A run folder whose
 ``config.yaml`` holds another recipe than the one asked for is refused, neither reused nor
 resumed. The reports (:func:`write_reports`) are rebuilt from the run folders.
 """
@@ -18,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -142,6 +145,26 @@ def plan_runs(config_files: Sequence[str], seeds: Sequence[int], work_dir: str) 
         for seed in seeds
         for c in config_files
     ]
+
+
+#: Detectron2's training loop logs this line each time it starts (v0.6 and main).
+_STARTED_AT = re.compile(r"Starting training from iteration (\d+)")
+
+
+def resumed_at(output_dir: str) -> list[int]:
+    """The iterations from which the run's training was resumed, in order; empty for a run
+    trained in one go (a finished run re-evaluated from its final checkpoint included).
+
+    Read from train_net's ``log.txt``, which every start appends to. A run resumed mid-way is
+    another run than an uninterrupted one: Detectron2 restarts its sampler (the data order)
+    and the data workers' random augmentation on resume.
+    """
+    log = os.path.join(output_dir, "log.txt")
+    if not os.path.isfile(log):
+        return []
+    with open(log, errors="replace") as f:
+        starts = [int(m.group(1)) for line in f if (m := _STARTED_AT.search(line))]
+    return [start for start in starts if start > 0]
 
 
 def _divergence(output_dir: str) -> str | None:
@@ -272,7 +295,7 @@ def parameters_added(config_file: str, opts: Sequence[str] = ()) -> int:
     return _parameters_added(config_file, tuple(opts))
 
 
-def _row(spec: RunSpec, opts: Sequence[str], resumed: bool) -> dict:
+def _row(spec: RunSpec, opts: Sequence[str]) -> dict:
     from pwlu_det.config import load_pwlu_config
 
     cfg = load_pwlu_config(spec.config_file, [*opts, "SEED", str(spec.seed)])
@@ -286,7 +309,7 @@ def _row(spec: RunSpec, opts: Sequence[str], resumed: bool) -> dict:
         "iterations": cfg.SOLVER.MAX_ITER,
         "minutes": round(stored["seconds"] / 60, 2),
         "parameters_added": parameters_added(spec.config_file, opts),
-        "resumed": resumed,
+        "resumed": " ".join(str(i) for i in resumed_at(spec.output_dir)),
         "config_sha": config_sha(cfg),
         "output_dir": spec.output_dir,
     }
@@ -341,10 +364,10 @@ def compare_activations(
         _check_same_recipe(spec, opts)
         if spec.finished:
             progress(f"{head}: finished earlier, reused ({spec.output_dir}); {left} runs left")
-            rows.append(_row(spec, opts, resumed=False))
+            rows.append(_row(spec, opts))
             continue
-        resumed = os.path.isfile(os.path.join(spec.output_dir, "last_checkpoint"))
-        state = "resuming" if resumed else "training"
+        has_checkpoint = os.path.isfile(os.path.join(spec.output_dir, "last_checkpoint"))
+        state = "resuming" if has_checkpoint else "training"
         progress(
             f"{head}: {state} in {spec.output_dir}; {_eta_text(minutes, left + 1)}; "
             f"{left} runs left after it"
@@ -368,12 +391,18 @@ def compare_activations(
         minutes.append(seconds / 60)
         if machine_rank != 0:  # the reports are machine 0's
             continue
-        row = _row(spec, opts, resumed)
+        row = _row(spec, opts)
         rows.append(row)
         progress(
             f"{head}: done in {minutes[-1]:.1f} min, box AP {row['bbox_AP']}, "
             f"mask AP {row['segm_AP']}"
         )
+        if row["resumed"]:
+            progress(
+                f"{head}: its training was resumed from iteration {row['resumed']}, so it "
+                "trained on another data order than an uninterrupted run (results.md lists "
+                f"it); delete {spec.output_dir} and run again to reproduce the command"
+            )
     return rows
 
 
@@ -485,6 +514,18 @@ def _markdown(rows: Sequence[dict], command: str, commit: str) -> str:
             tablefmt="github",
         ),
     ]
+    resumed = [r for r in rows if r.get("resumed")]
+    if resumed:
+        parts += [
+            "",
+            "## Resumed runs",
+            "",
+            "Stopped and resumed mid-training: Detectron2 restarts the data order on resume, so "
+            "these runs differ from what the command gives uninterrupted (their minutes count "
+            "the last part only). Delete their folders and run again to reproduce it.",
+            "",
+            *(f"- {r['config']} seed {r['seed']}: from iteration {r['resumed']}" for r in resumed),
+        ]
     if realign:
         parts += [
             "",

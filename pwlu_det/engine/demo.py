@@ -18,6 +18,7 @@ from pwlu_det.model_zoo import documented_results_file, get_config_file
 from pwlu_det.utils.machine import describe_machine, machine_differences, machine_info
 
 from . import cli
+from .compare import resumed_at
 
 __all__ = [
     "DEFAULT_DEMO_CONFIG",
@@ -249,6 +250,12 @@ def main(argv: list[str] | None = None) -> None:
         seed = load_pwlu_config(config_file).SEED
         _, message = compare_with_documented(outcome["results"], config_file, seed)
         print(f"\nAP {message}")
+        if resumed := resumed_at(outcome["output_dir"]):
+            print(
+                f"This run's training was resumed from iteration {resumed[0]}: Detectron2 "
+                "restarts the data order on resume, so it is not the documented run's training "
+                f"(delete {outcome['output_dir']} and run again to reproduce it)."
+            )
     print(
         f"\nOutputs in {outcome['output_dir']}: "
         + ", ".join(describe_outputs(outcome["output_dir"]))
