@@ -173,9 +173,10 @@ class PWLU(nn.Module):
     def op_params(self) -> tuple[torch.Tensor, ...]:
         """The five parameters, in the op's order (:data:`PARAM_NAMES`)."""
         registered = self._parameters  # one dict read each, not nn.Module.__getattr__'s search
-        if all(name in registered for name in PARAM_NAMES):
+        try:
             return tuple(registered[name] for name in PARAM_NAMES)
-        return tuple(getattr(self, name) for name in PARAM_NAMES)  # e.g. parametrized
+        except KeyError:  # e.g. parametrized: not in _parameters
+            return tuple(getattr(self, name) for name in PARAM_NAMES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the unit to ``x`` (channel-wise: channels in dim ``channel_dim``).

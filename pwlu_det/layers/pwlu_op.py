@@ -192,9 +192,7 @@ def check_inputs(x: torch.Tensor, params: tuple[torch.Tensor, ...], channel_dim:
     Raises:
         TypeError, ValueError: as :func:`pwlu`, naming the argument.
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"pwlu: x must be a tensor, got {type(x).__name__}")
-    device = x.device
+    device = x.device if isinstance(x, torch.Tensor) else None  # a non-tensor x: raised below
     for name, value in zip(_ARGUMENT_NAMES, (x, *params), strict=True):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"pwlu: {name} must be a tensor, got {type(value).__name__}")
